@@ -1,0 +1,88 @@
+"""Batched chat generation with an in-process transformers model (with or without an adapter).
+
+Prompts are sorted by length and generated in batches (left padding), which is what makes CPU
+generation bearable: ~7 tokens/s at batch 1 vs ~34 at batch 8 for SmolLM2-135M on 2 cores.
+Results come back in the caller's order.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+Messages = list[dict[str, str]]
+
+
+@dataclass
+class Generation:
+    text: str
+    prompt_tokens: int
+    completion_tokens: int
+    seconds: float  # the batch's wall time divided among its rows
+
+
+def render_prompts(tokenizer, conversations: list[Messages]) -> list[str]:
+    """Chat-template each conversation, ending with the assistant turn's opening."""
+    return [tokenizer.apply_chat_template(m, tokenize=False, add_generation_prompt=True) for m in conversations]
+
+
+def generate(model, tokenizer, conversations: list[Messages], *, max_new_tokens: int = 128,
+             temperature: float = 0.0, top_p: float = 1.0, batch_size: int = 8, seed: int | None = 0,
+             stop: list[str] | None = None, progress: Callable[[int], None] | None = None,
+             adapter_names: list[str] | None = None) -> list[Generation]:
+    """Generate one answer per conversation. ``temperature == 0`` is greedy decoding."""
+    import torch
+
+    if not conversations:
+        return []
+    prompts = render_prompts(tokenizer, conversations)
+    encoded = [tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
+    order = sorted(range(len(prompts)), key=lambda i: -len(encoded[i]))
+    results: list[Generation | None] = [None] * len(prompts)
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    gen_kwargs: dict[str, Any] = {"max_new_tokens": max_new_tokens, "pad_token_id": pad_id,
+                                  "eos_token_id": tokenizer.eos_token_id}
+    if temperature > 0:
+        gen_kwargs.update(do_sample=True, temperature=temperature, top_p=top_p)
+    else:
+        gen_kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
+    try:
+        for start in range(0, len(order), batch_size):
+            idx = order[start:start + batch_size]
+            width = max(len(encoded[i]) for i in idx)
+            ids = torch.full((len(idx), width), pad_id, dtype=torch.long)
+            mask = torch.zeros((len(idx), width), dtype=torch.long)
+            for row, i in enumerate(idx):  # left padding: every prompt ends at the same column
+                ids[row, width - len(encoded[i]):] = torch.tensor(encoded[i])
+                mask[row, width - len(encoded[i]):] = 1
+            if seed is not None:
+                torch.manual_seed(seed + start)
+            extra = {}
+            if adapter_names is not None:
+                extra["adapter_names"] = [adapter_names[i] for i in idx]
+            t0 = time.perf_counter()
+            with torch.inference_mode():
+                out = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device), **gen_kwargs,
+                                     **extra)
+            dt = time.perf_counter() - t0
+            for row, i in enumerate(idx):
+                new = out[row, width:].tolist()
+                if tokenizer.eos_token_id in new:
+                    new = new[:new.index(tokenizer.eos_token_id)]
+                while new and new[-1] == pad_id:
+                    new.pop()
+                text = tokenizer.decode(new, skip_special_tokens=True)
+                for s in stop or []:
+                    if s in text:
+                        text = text[:text.index(s)]
+                results[i] = Generation(text.strip(), len(encoded[i]), len(new), dt / len(idx))
+            if progress:
+                progress(len(idx))
+    finally:
+        model.train(was_training)
+    return results  # type: ignore[return-value]

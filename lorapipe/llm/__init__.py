@@ -1,0 +1,1 @@
+"""Teachers and judges: one protocol (llm.base.LLM), three kinds (openai, local, python)."""

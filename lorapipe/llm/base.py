@@ -1,0 +1,82 @@
+"""The one protocol every teacher and judge speaks.
+
+A client takes a list of chat requests and returns one :class:`Completion` per request, in order.
+Taking the whole list at once lets an endpoint client run requests concurrently and a local model
+batch them; stages never care which. ``usage`` sums tokens (and cost) over the client's life.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any, Protocol, runtime_checkable
+
+Messages = list[dict[str, str]]
+Progress = Callable[[int], None]  # called with the number of requests just finished
+
+
+@dataclass(frozen=True)
+class ChatRequest:
+    messages: Messages
+    temperature: float = 0.7
+    max_tokens: int = 256
+    top_p: float = 1.0
+    stop: tuple[str, ...] = ()
+    sample_index: int = 0  # distinguishes N samples of the same prompt (and keys the cache)
+
+    def params(self) -> dict[str, Any]:
+        return {"temperature": self.temperature, "max_tokens": self.max_tokens, "top_p": self.top_p,
+                "stop": list(self.stop), "sample_index": self.sample_index}
+
+
+@dataclass
+class Completion:
+    text: str
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cached: bool = False
+    error: str | None = None  # set when the request failed for good and the caller asked not to raise
+
+
+@dataclass
+class Usage:
+    calls: int = 0
+    cached: int = 0
+    failed: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cost: float = 0.0
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
+
+    def add(self, c: Completion, prices: Any = None) -> None:
+        with self._lock:
+            if c.cached:
+                self.cached += 1
+                return
+            if c.error:
+                self.failed += 1
+                return
+            self.calls += 1
+            self.prompt_tokens += c.prompt_tokens
+            self.completion_tokens += c.completion_tokens
+            if prices is not None:
+                self.cost += (c.prompt_tokens * prices.input_per_1k + c.completion_tokens * prices.output_per_1k) / 1000
+
+    def as_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d.pop("_lock", None)
+        return d
+
+
+@runtime_checkable
+class LLM(Protocol):
+    usage: Usage
+
+    def identity(self) -> dict[str, Any]:
+        """What identifies the model (kind, model name, endpoint); recorded in manifests."""
+        ...
+
+    def complete(self, requests: list[ChatRequest], progress: Progress | None = None) -> list[Completion]:
+        """Answer every request, in order."""
+        ...

@@ -1,0 +1,62 @@
+"""Tiny random models for tests and benchmarks: no download, built in well under a second.
+
+The tokenizer is a byte-level BPE trained in-process on a small corpus, with ChatML special tokens
+and chat template (the same shape as SmolLM2's), so every code path that tokenizes, templates,
+masks and generates runs exactly as it does with a real model.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+CHATML_TEMPLATE = (
+    "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\n' + message['content'] + "
+    "'<|im_end|>' + '\n'}}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+)
+
+_CORPUS = [
+    "Hi, I'm Ann Lee, reach me at ann.lee@example.com or +1 555 123 4567.",
+    '{"name": "Ann Lee", "email": "ann.lee@example.com", "phone": "+1 555 123 4567"}',
+    "Extract the contact in the message as JSON with keys name, email, phone.",
+    "the quick brown fox jumps over the lazy dog 0123456789 ,.;:!?@+-()[]{}\"'",
+    "Bonjour, je suis Zoé Müller-Ødegård. Écrivez à zoe@exemple.fr, tél. +33 6 12 34 56 78.",
+]
+
+
+def build_tokenizer(vocab_size: int = 384):
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=specials,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    tok.train_from_iterator(_CORPUS * 4, trainer)
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<|im_start|>", eos_token="<|im_end|>",
+                                   pad_token="<|im_end|>", unk_token="<|endoftext|>")
+    fast.chat_template = CHATML_TEMPLATE
+    return fast
+
+
+def build_tiny_model(out_dir: str | Path, *, hidden_size: int = 32, num_layers: int = 2, num_heads: int = 4,
+                     num_kv_heads: int = 2, intermediate_size: int = 64, seed: int = 0,
+                     tie_word_embeddings: bool = True) -> Path:
+    """Write a random Llama with a ChatML tokenizer to ``out_dir``; return the directory."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    out_dir = Path(out_dir)
+    tok = build_tokenizer()
+    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=hidden_size, intermediate_size=intermediate_size,
+                      num_hidden_layers=num_layers, num_attention_heads=num_heads,
+                      num_key_value_heads=num_kv_heads, max_position_embeddings=1024,
+                      bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
+                      pad_token_id=tok.pad_token_id, tie_word_embeddings=tie_word_embeddings)
+    torch.manual_seed(seed)
+    model = LlamaForCausalLM(cfg)
+    model.generation_config.pad_token_id = tok.pad_token_id
+    model.save_pretrained(out_dir)
+    tok.save_pretrained(out_dir)
+    return out_dir
