@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any, Protocol, runtime_checkable
 
 Messages = list[dict[str, str]]
@@ -29,6 +29,15 @@ class ChatRequest:
         return {"temperature": self.temperature, "max_tokens": self.max_tokens, "top_p": self.top_p,
                 "stop": list(self.stop), "sample_index": self.sample_index}
 
+    @classmethod
+    def from_config(cls, cfg: Any, messages: Messages, *, sample_index: int = 0, **overrides: Any) -> ChatRequest:
+        """A request with the sampling settings of an ``LLMConfig`` (``overrides`` win)."""
+        sampling: dict[str, Any] = {"temperature": cfg.temperature, "top_p": cfg.top_p, "max_tokens": cfg.max_tokens}
+        sampling.update(overrides)
+        if "stop" in sampling:
+            sampling["stop"] = tuple(sampling["stop"] or ())
+        return cls(messages=messages, sample_index=sample_index, **sampling)
+
 
 @dataclass
 class Completion:
@@ -37,6 +46,7 @@ class Completion:
     completion_tokens: int = 0
     cached: bool = False
     error: str | None = None  # set when the request failed for good and the caller asked not to raise
+    finish_reason: str | None = None  # "stop", "length", ... as the endpoint reported it (None if unknown)
 
 
 @dataclass
@@ -64,9 +74,9 @@ class Usage:
                 self.cost += (c.prompt_tokens * prices.input_per_1k + c.completion_tokens * prices.output_per_1k) / 1000
 
     def as_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d.pop("_lock", None)
-        return d
+        # Not dataclasses.asdict: it deep-copies every field, and a lock cannot be copied.
+        with self._lock:
+            return {f.name: getattr(self, f.name) for f in fields(self) if not f.name.startswith("_")}
 
 
 @runtime_checkable

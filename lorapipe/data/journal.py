@@ -1,0 +1,253 @@
+"""What the data stages share: a crash-safe journal of finished work, and keyed LLM calls.
+
+A stage that asks a teacher or judge for thousands of answers must survive a ``kill -9`` without
+losing or repeating work. It names every unit of work with a stable key (e.g. ``<input id>:<sample>``),
+asks the LLM for the missing keys in batches, and appends each finished batch to
+``<stage>.partial.jsonl`` with one ``write`` followed by ``flush`` + ``fsync``. A rerun reads the
+journal back, drops a torn last line (a kill during the write), and asks only for what is missing.
+The journal's first line records the stage's fingerprint (config + inputs); a journal written under
+a different config is discarded rather than mixed in.
+
+The journal lives in the stage's ``out_dir`` and is deleted once the final files are written
+(it is kept only when some requests failed for good, so a rerun retries just those).
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import os
+import re
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+from lorapipe.errors import TeacherError
+from lorapipe.llm.base import ChatRequest, Completion
+from lorapipe.manifest import Manifest
+
+# A stage's ``progress`` is either a factory ``progress(description, total) -> tick`` (one bar per
+# phase, the convention of lorapipe.probe) or a plain ``tick(n)`` that all phases advance (one bar).
+# A tick is called with the number of items just finished.
+Tick = Callable[[int], None]
+PhaseProgress = Callable[[str, int], Tick] | Tick
+
+
+def _is_factory(progress: Callable[..., Any]) -> bool:
+    try:
+        inspect.signature(progress).bind("phase", 1)
+    except TypeError:
+        return False
+    except ValueError:  # no signature (some builtins): treat as a plain tick
+        return False
+    return True
+
+
+def phase(progress: PhaseProgress | None, description: str, total: int, done: int = 0) -> Tick | None:
+    """Open a progress phase; items already done (resumed) are counted at once."""
+    if progress is None:
+        return None
+    tick = progress(description, total) if _is_factory(progress) else progress
+    if done and tick:
+        tick(done)
+    return tick
+
+
+def normalize_text(text: str) -> str:
+    """Case-folded, whitespace-collapsed text: what 'the same text' means for dedup and grounding."""
+    return re.sub(r"\s+", " ", text).strip().casefold()
+
+
+class Journal:
+    """Append-only JSONL of finished entries (``{"k": key, ...}``), durable after each append."""
+
+    def __init__(self, path: str | Path, fingerprint: str):
+        self.path = Path(path)
+        self.fingerprint = fingerprint
+        self.entries: dict[str, dict[str, Any]] = {}
+        self.resumed = 0
+        self._load()
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if not self.path.exists() or self.path.stat().st_size == 0:
+            self._write([{"journal": self.fingerprint}])
+
+    def _load(self) -> None:
+        if not self.path.exists():
+            return
+        data = self.path.read_bytes()
+        good_end, pos, first = 0, 0, True
+        while (nl := data.find(b"\n", pos)) != -1:
+            try:
+                obj = json.loads(data[pos:nl])
+            except ValueError:
+                break  # only a torn write can do this; nothing after it was acknowledged
+            if first:
+                if not isinstance(obj, dict) or obj.get("journal") != self.fingerprint:
+                    # Written for another config or other inputs: start over rather than mix results.
+                    self.path.unlink()
+                    self.entries.clear()
+                    return
+                first = False
+            elif isinstance(obj, dict) and "k" in obj:
+                self.entries[obj["k"]] = obj
+            pos = good_end = nl + 1
+        if good_end < len(data):
+            with open(self.path, "r+b") as f:
+                f.truncate(good_end)
+                f.flush()
+                os.fsync(f.fileno())
+        self.resumed = len(self.entries)
+
+    def _write(self, entries: list[dict[str, Any]]) -> None:
+        # One write per batch, then fsync: after a kill the batch is either whole or a torn tail
+        # that _load() cuts off. The file is opened per batch, so no handle outlives a crash.
+        with open(self.path, "ab") as f:
+            f.write(b"".join(json.dumps(e, ensure_ascii=False).encode() + b"\n" for e in entries))
+            f.flush()
+            os.fsync(f.fileno())
+
+    def __contains__(self, key: str) -> bool:
+        return key in self.entries
+
+    def get(self, key: str) -> dict[str, Any] | None:
+        return self.entries.get(key)
+
+    def append(self, entries: list[dict[str, Any]]) -> None:
+        if not entries:
+            return
+        self._write(entries)
+        for e in entries:
+            self.entries[e["k"]] = e
+
+    def close(self, delete: bool = False) -> None:
+        """Done with the journal; ``delete`` once its entries live in the stage's final files."""
+        if delete:
+            self.path.unlink(missing_ok=True)
+
+
+# ----------------------------------------------------------------------------------------- LLM calls
+def request(llm_cfg: Any, messages: list[dict[str, str]], sample_index: int = 0, **overrides: Any) -> ChatRequest:
+    """A request with the sampling settings of an ``LLMConfig`` (or neutral defaults without one)."""
+    fields: dict[str, Any] = {"temperature": 0.7, "top_p": 1.0, "max_tokens": 256}
+    if llm_cfg is not None:
+        fields.update(temperature=llm_cfg.temperature, top_p=llm_cfg.top_p, max_tokens=llm_cfg.max_tokens)
+    fields.update(overrides)
+    return ChatRequest(messages=messages, sample_index=sample_index, **fields)
+
+
+def batch_size_for(llm_cfg: Any) -> int:
+    """How many requests go to the LLM between journal writes: enough to keep it busy, few enough
+    that a crash costs little (answers in flight are in the client's own cache anyway)."""
+    if llm_cfg is None:
+        return 16
+    if llm_cfg.kind == "openai":
+        return max(4, 4 * llm_cfg.concurrency)
+    if llm_cfg.kind == "local":
+        return max(1, 2 * llm_cfg.batch_size)
+    return 16
+
+
+def batched(items: list[Any], n: int) -> Iterator[list[Any]]:
+    for i in range(0, len(items), n):
+        yield items[i:i + n]
+
+
+def call(llm: Any, requests: list[ChatRequest], tick: Tick | None = None) -> list[Completion]:
+    """``llm.complete`` that returns failures as ``Completion.error`` instead of raising (when the
+    client supports ``raise_on_error``), and advances ``tick`` once per request even when the client
+    reports no progress itself."""
+    if not requests:
+        return []
+    seen = [0]
+
+    def counted(n: int) -> None:
+        seen[0] += n
+        if tick:
+            tick(n)
+
+    kwargs: dict[str, Any] = {}
+    try:
+        if "raise_on_error" in inspect.signature(llm.complete).parameters:
+            kwargs["raise_on_error"] = False
+    except (TypeError, ValueError):
+        pass
+    out = llm.complete(requests, progress=counted, **kwargs)
+    if len(out) != len(requests):
+        raise TeacherError(f"{_who(llm)} returned {len(out)} answers for {len(requests)} requests; a client "
+                           "must answer every request in order")
+    if tick and seen[0] < len(requests):
+        tick(len(requests) - seen[0])
+    return out
+
+
+def _who(llm: Any) -> str:
+    try:
+        ident = llm.identity()
+        return f"{ident.get('kind', '?')} model {ident.get('model') or ident.get('function') or ''}".strip()
+    except Exception:  # noqa: BLE001  (only used to word an error message)
+        return type(llm).__name__
+
+
+def complete_keyed(llm: Any, journal: Journal, items: list[tuple[str, ChatRequest]], *, batch_size: int,
+                   tick: Tick | None = None) -> tuple[dict[str, str], dict[str, str]]:
+    """Answers for every key: from the journal, or asked now (in batches, each journaled at once).
+
+    Returns ``(texts, errors)``: ``texts[key]`` for each answered key, ``errors[key]`` for each request
+    that failed for good (not journaled, so a rerun asks again).
+    """
+    pending = [(k, r) for k, r in dict(items).items() if k not in journal]
+    errors: dict[str, str] = {}
+    for chunk in batched(pending, batch_size):
+        comps = call(llm, [r for _, r in chunk], tick)
+        ok = []
+        for (k, _), c in zip(chunk, comps):
+            if c.error:
+                errors[k] = c.error
+            else:
+                ok.append({"k": k, "text": c.text})
+        journal.append(ok)
+    texts = {k: journal.entries[k]["text"] for k, _ in items if k in journal}
+    return texts, errors
+
+
+# ----------------------------------------------------------------------------------------- manifests
+def reusable(out_dir: str | Path, manifest: Manifest) -> Manifest | None:
+    """The manifest already in ``out_dir`` when it was made from the same config and inputs, its
+    outputs are intact, and nothing is left to retry; else None (the stage must run)."""
+    old = Manifest.load(out_dir)
+    if old is None or old.key() != manifest.key() or not old.outputs_intact(out_dir):
+        return None
+    if old.metrics.get("failed"):
+        return None
+    return old
+
+
+def identity_of(llm: Any) -> dict[str, Any] | None:
+    if llm is None:
+        return None
+    try:
+        return dict(llm.identity())
+    except Exception:  # noqa: BLE001  (an identity is for the record only; never fail a stage over it)
+        return {"kind": type(llm).__name__}
+
+
+USAGE_FIELDS = ("calls", "cached", "failed", "prompt_tokens", "completion_tokens", "cost")
+
+
+def usage_of(llm: Any) -> dict[str, Any] | None:
+    """``llm.usage.as_dict()``, or its counters read directly when ``as_dict`` fails."""
+    usage = getattr(llm, "usage", None)
+    if usage is None:
+        return None
+    try:
+        return dict(usage.as_dict())
+    except Exception:  # noqa: BLE001  (e.g. dataclasses.asdict() deep-copying Usage's lock)
+        return {k: getattr(usage, k) for k in USAGE_FIELDS if hasattr(usage, k)}
+
+
+def usage_delta(before: dict[str, Any] | None, after: dict[str, Any] | None) -> dict[str, Any] | None:
+    """What a client spent between two :func:`usage_of` snapshots (a client may serve several stages)."""
+    if after is None:
+        return None
+    before = before or {}
+    return {k: (round(v - (before.get(k) or 0), 6) if isinstance(v, (int, float)) else v) for k, v in after.items()}
