@@ -1,0 +1,67 @@
+"""Eval loss and perplexity on chat rows, counted on the assistant tokens only.
+
+Rows are encoded with :func:`lorapipe.train.collate.encode_chat` and padded by its
+:class:`~lorapipe.train.collate.DataCollator`, so the masking is exactly the one training used: a
+tuned model's eval loss here equals the trainer's ``eval_loss`` on the same rows (token-weighted).
+
+The loss is the mean negative log-likelihood per *assistant token over all rows* (not a mean of
+per-batch means, which would weigh a short batch like a long one), and perplexity is ``exp(loss)``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+from lorapipe.errors import DataError
+
+
+def eval_loss(model, tokenizer, rows: list[dict[str, Any]], *, max_length: int = 512, batch_size: int = 8,
+              progress: Callable[[int], None] | None = None) -> dict[str, float | int]:
+    """Token-weighted loss and perplexity of ``model`` on canonical chat ``rows``.
+
+    Returns ``{"loss", "perplexity", "tokens", "rows", "truncated", "dropped"}``: ``tokens`` counts the
+    assistant tokens scored; rows whose reply was cut away entirely by ``max_length`` are ``dropped``.
+    ``progress`` is called with the number of rows just scored. The model's train/eval mode is restored.
+    """
+    import torch
+    import torch.nn.functional as F
+
+    from lorapipe.train.collate import IGNORE, DataCollator, encode_rows
+
+    if not rows:
+        raise DataError("eval rows are empty; there is nothing to compute a loss on")
+    features, stats = encode_rows(tokenizer, rows, max_length)
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    collate = DataCollator(pad_token_id=pad)
+    # Longest first: similar lengths share a batch (less padding), and an out-of-memory shows at once.
+    order = sorted(range(len(features)), key=lambda i: -len(features[i]["input_ids"]))
+    device = next(model.parameters()).device
+    total_nll, total_tokens = 0.0, 0
+    was_training = model.training
+    model.eval()
+    try:
+        for start in range(0, len(order), batch_size):
+            batch = collate([features[i] for i in order[start:start + batch_size]])
+            with torch.inference_mode():
+                logits = model(input_ids=batch["input_ids"].to(device),
+                               attention_mask=batch["attention_mask"].to(device)).logits
+            # Token t predicts token t+1; only positions whose *target* is an assistant token count.
+            labels = batch["labels"][:, 1:].to(device)
+            keep = labels != IGNORE
+            picked = logits[:, :-1][keep].float()
+            total_nll += float(F.cross_entropy(picked, labels[keep], reduction="sum"))
+            total_tokens += int(keep.sum())
+            if progress:
+                progress(len(batch["input_ids"]))
+    finally:
+        model.train(was_training)
+    if progress and stats["dropped_no_labels"]:
+        progress(stats["dropped_no_labels"])
+    if total_tokens == 0:
+        raise DataError(f"no assistant tokens left in {len(rows)} eval row(s) after truncation to "
+                        f"{max_length} tokens; raise train.max_seq_length")
+    loss = total_nll / total_tokens
+    return {"loss": loss, "perplexity": math.exp(min(loss, 700.0)), "tokens": total_tokens,
+            "rows": len(features), "truncated": stats["truncated"], "dropped": stats["dropped_no_labels"]}
