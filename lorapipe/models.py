@@ -193,3 +193,14 @@ def linear_module_names(model) -> set[str]:
         if isinstance(mod, torch.nn.Linear) and not name.endswith("lm_head"):
             names.add(name.rsplit(".", 1)[-1])
     return names
+
+
+def load_adapter(model, adapter_dir: str | Path, adapter_name: str = "default"):
+    """Wrap ``model`` with the PEFT adapter in ``adapter_dir`` (inference mode)."""
+    from peft import PeftModel
+
+    adapter_dir = Path(adapter_dir)
+    if not (adapter_dir / "adapter_config.json").is_file():
+        raise ModelError(f"{adapter_dir}: not an adapter directory (no adapter_config.json); pass the "
+                         "`adapter` folder written by `lorapipe train`, e.g. runs/<task>/train/adapter")
+    return PeftModel.from_pretrained(model, adapter_dir, adapter_name=adapter_name, is_trainable=False)

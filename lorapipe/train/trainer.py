@@ -13,16 +13,19 @@ previous complete adapter or the new complete one.
 
 from __future__ import annotations
 
+import contextlib
+import json
 import logging
 import math
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
 from lorapipe.config import PipelineConfig
 from lorapipe.data.formats import read_rows
 from lorapipe.errors import ConfigError, DataError
-from lorapipe.manifest import Manifest, atomic_dir, atomic_write_json, sha256_file
+from lorapipe.manifest import Manifest, atomic_dir, atomic_write_json, sha256_file, sha256_json
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +62,38 @@ def _check_hardware(cfg: PipelineConfig) -> None:
         raise ConfigError("the config does not fit this machine:", problems)
 
 
+# Fields that may change between a checkpoint and its resumption without making it another run.
+_RESUMABLE_FIELDS = {"max_steps", "num_train_epochs", "eval_steps", "save_steps", "logging_steps",
+                     "save_total_limit", "report_to", "dataloader_num_workers", "per_device_eval_batch_size"}
+
+
+def _checkpoints_for(cfg: PipelineConfig, info, train_file: Path, eval_file: Path | None, out_dir: Path,
+                     resume: bool | str) -> Path | None:
+    """The newest checkpoint of *this* run (same data, base and config); stale ones are removed.
+
+    Checkpoints carry a key of what shaped them, so `auto` resumption never continues a run made
+    with other data or hyper-parameters.
+    """
+    import shutil
+
+    ckpt_dir = out_dir / "checkpoints"
+    key = sha256_json({"base": info.weights_sha256, "lora": cfg.lora.model_dump(mode="json"),
+                       "train": {k: v for k, v in cfg.train.model_dump(mode="json").items()
+                                 if k not in _RESUMABLE_FIELDS},
+                       "system": cfg.task.system_prompt, "data": [sha256_file(train_file)] +
+                       ([sha256_file(eval_file)] if eval_file else [])})
+    key_file = ckpt_dir / "lorapipe_key.json"
+    old_key = json.loads(key_file.read_text())["key"] if key_file.is_file() else None
+    if ckpt_dir.is_dir() and old_key != key:
+        if resume is True:
+            raise DataError(f"{ckpt_dir}: the checkpoints there come from other data or another config; "
+                            "run without --resume to start over")
+        shutil.rmtree(ckpt_dir)
+    ckpt_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(key_file, {"key": key})
+    return newest_checkpoint(ckpt_dir)
+
+
 def newest_checkpoint(ckpt_dir: Path) -> Path | None:
     if not ckpt_dir.is_dir():
         return None
@@ -74,7 +109,8 @@ def training_arguments(cfg: PipelineConfig, out_dir: Path, has_eval: bool, n_tra
     bf16 = bf16_supported() if t.bf16 == "auto" else bool(t.bf16)
     # The best-model logic needs saves on eval steps; keep them aligned whatever the user wrote.
     save_steps = t.save_steps if not (has_eval and t.load_best_model_at_end) else t.eval_steps
-    steps_per_epoch = math.ceil(n_train / (t.per_device_train_batch_size * t.gradient_accumulation_steps))
+    steps_per_epoch = math.ceil(n_train / (t.per_device_train_batch_size * t.gradient_accumulation_steps
+                                           * int(os.environ.get("WORLD_SIZE", "1"))))
     return TrainingArguments(
         output_dir=str(out_dir / "checkpoints"),
         num_train_epochs=t.num_train_epochs,
@@ -108,6 +144,7 @@ def training_arguments(cfg: PipelineConfig, out_dir: Path, has_eval: bool, n_tra
         activation_checkpointing=t.gradient_checkpointing,
         dataloader_num_workers=t.dataloader_num_workers,
         save_only_model=False,
+        ddp_find_unused_parameters=False,  # every LoRA weight is used; the search costs a graph walk a step
         disable_tqdm=False,
     )
 
@@ -129,6 +166,7 @@ def run(cfg: PipelineConfig, train_file: Path, eval_file: Path | None, out_dir: 
     from transformers import Trainer, set_seed
 
     from lorapipe import models
+    from lorapipe.train import distributed
     from lorapipe.train.collate import DataCollator, encode_rows
     from lorapipe.train.lora import apply_lora
 
@@ -140,7 +178,12 @@ def run(cfg: PipelineConfig, train_file: Path, eval_file: Path | None, out_dir: 
 
     info = models.resolve(cfg.base_model)
     if model_and_tokenizer is None:
-        model, tokenizer = models.load_model(info), models.load_tokenizer(info)
+        if cfg.lora.quantization:  # QLoRA: a 4/8-bit base on this rank's GPU, prepared for k-bit training
+            from lorapipe.train.quant import load_quantized
+
+            model, tokenizer = load_quantized(cfg, info), models.load_tokenizer(info)
+        else:
+            model, tokenizer = models.load_model(info), models.load_tokenizer(info)
     else:
         model, tokenizer = model_and_tokenizer
 
@@ -163,28 +206,37 @@ def run(cfg: PipelineConfig, train_file: Path, eval_file: Path | None, out_dir: 
 
     if "tensorboard" in cfg.train.report_to:
         os.environ.setdefault("TENSORBOARD_LOGGING_DIR", str(out_dir / "logs"))
-    args = training_arguments(cfg, out_dir, bool(eval_enc), len(train_enc))
+    # Under accelerate each rank accumulates 1/N of the micro-batches (distributed.keep_global_batch);
+    # the manifest keeps the hash of the config as written, so 1 or N processes are the same run.
+    world_cfg, layout = distributed.adapt_to_world(cfg)
+    if layout.processes > 1 and distributed.rank() == 0:
+        log.warning("%s", layout.describe())
+    args = training_arguments(world_cfg, out_dir, bool(eval_enc), len(train_enc))
     trainer = Trainer(model=model, args=args, train_dataset=_Rows(train_enc),
                       eval_dataset=_Rows(eval_enc) if eval_enc else None,
                       data_collator=DataCollator(tokenizer.pad_token_id), processing_class=tokenizer)
 
-    ckpt = newest_checkpoint(out_dir / "checkpoints")
+    ckpt = _checkpoints_for(cfg, info, train_file, eval_file if eval_rows else None, out_dir, resume)
     if resume is True and ckpt is None:
         raise DataError(f"{out_dir / 'checkpoints'}: no checkpoint to resume from; run without --resume")
     resume_from = str(ckpt) if (resume and ckpt is not None) else None
     if resume_from:
         log.warning("resuming from %s", resume_from)
-    result = trainer.train(resume_from_checkpoint=resume_from)
+    # The Trainer prints its log dicts to stdout; keep stdout for results (`--json`) and log to stderr.
+    with contextlib.redirect_stdout(sys.stderr):
+        result = trainer.train(resume_from_checkpoint=resume_from)
     metrics: dict[str, Any] = {"train_loss": result.training_loss, "global_steps": result.global_step,
                                "train_runtime_s": result.metrics.get("train_runtime")}
     if eval_enc:
-        ev = trainer.evaluate()
+        with contextlib.redirect_stdout(sys.stderr):
+            ev = trainer.evaluate()
         metrics["eval_loss"] = ev["eval_loss"]
         metrics["eval_perplexity"] = math.exp(min(ev["eval_loss"], 50))
     metrics["train_tokens"] = sum(len(r["input_ids"]) for r in train_enc)
     metrics["train_label_tokens"] = sum(sum(1 for x in r["labels"] if x != -100) for r in train_enc)
 
-    atomic_write_json(out_dir / "trainer_log.json", trainer.state.log_history)
+    if trainer.is_world_process_zero():
+        atomic_write_json(out_dir / "trainer_log.json", trainer.state.log_history)
     inputs = {"train.jsonl": sha256_file(train_file)}
     if eval_rows:
         inputs["eval.jsonl"] = sha256_file(eval_file)
@@ -192,12 +244,12 @@ def run(cfg: PipelineConfig, train_file: Path, eval_file: Path | None, out_dir: 
         stage="train", config_hash=cfg.section_hash("task", "base_model", "lora", "train"), inputs=inputs,
         config=cfg.resolved(), metrics=metrics,
         extra={"base_model": info.identity(), "encode": {"train": train_stats, "eval": eval_stats},
-               "global_batch": cfg.train.per_device_train_batch_size * cfg.train.gradient_accumulation_steps
-               * int(os.environ.get("WORLD_SIZE", "1"))},
+               "global_batch": layout.global_batch, "processes": layout.processes},
     )
+    state = distributed.gather_state_dict(trainer)  # collective under FSDP / ZeRO-3, None otherwise
     if trainer.is_world_process_zero():
         with atomic_dir(out_dir / "adapter") as tmp:
-            trainer.model.save_pretrained(tmp)
+            distributed.unwrap(trainer).save_pretrained(tmp, state_dict=state)
             Manifest(**manifest_kw).save(tmp)
     manifest = Manifest(**manifest_kw)
     if trainer.is_world_process_zero():
