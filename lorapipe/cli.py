@@ -34,6 +34,10 @@ def _root(quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Only errors
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     if not verbose:
         import os
+        import warnings
+
+        # Deprecation notices from the libraries are for lorapipe's developers, not its users.
+        warnings.filterwarnings("ignore", category=FutureWarning)
 
         os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
         os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
@@ -181,6 +185,16 @@ def run(config: ConfigArg,
     result = pipeline.run(cfg, force=force)
     out = {"run_dir": str(result.run_dir), "adapter": str(result.adapter_dir), "ran": result.ran,
            "skipped": result.skipped, "seconds": round(_time.perf_counter() - t0, 1)}
+    probe_m, eval_m = result.manifests.get("probe"), result.manifests.get("evaluate")
+    if probe_m is not None:
+        out["probe_verdict"] = probe_m.metrics.get("verdict")
+    if eval_m is not None:
+        out["ab"] = eval_m.metrics
+    card = result.run_dir / "data_card" / "data_card.json"
+    if card.is_file() and not STATE["json"]:
+        from lorapipe.data.card import summary as card_summary
+
+        say(card_summary(json.loads(card.read_text())))
     report = result.run_dir / "evaluate" / "report.html"
     if report.is_file():
         out["report"] = str(report)
