@@ -467,6 +467,9 @@ def serve(config: Annotated[Optional[Path], typer.Option("--config", help="pipel
                                                      "you trust.")] = False,
           watch: Annotated[float, typer.Option("--watch", help="Seconds between scans of --adapters for new, "
                                                "changed or removed adapters (0: off).")] = 1.0,
+          lora_kernel: Annotated[str, typer.Option("--lora-kernel", help="Builtin engine: `stacked` (fast per-row "
+                                                   "LoRA on linear layers) or `peft` (PEFT's mixed batches: also "
+                                                   "embedding LoRA, modules_to_save...).")] = "stacked",
           engine: Annotated[str, typer.Option("--engine", help="`builtin` (this process) or `vllm` (vLLM's "
                                               "server behind a lorapipe proxy that keeps keys and hot-swap; "
                                               "CUDA, pip install vllm).")] = "builtin",
@@ -506,7 +509,7 @@ def serve(config: Annotated[Optional[Path], typer.Option("--config", help="pipel
     server.run(base=spec, adapters=adapters, host=host or sc.host, port=port or sc.port, keys=keys,
                max_adapters=max_adapters or sc.max_loaded_adapters, batch_window_ms=sc.batch_window_ms,
                max_batch_size=sc.max_batch_size, allow_unverified=allow_unverified, allow_pickle=allow_pickle,
-               watch_interval_s=watch or None,
+               watch_interval_s=watch or None, lora_kernel=lora_kernel,
                warn=lambda msg: console.print(f"[yellow]{msg}[/]", markup=True, highlight=False))
 
 

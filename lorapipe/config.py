@@ -257,6 +257,7 @@ class PipelineConfig(Section):
     serve: ServeConfig = Field(default_factory=ServeConfig)
 
     _source: Path | None = PrivateAttr(None)
+    _overrides: dict[str, Any] = PrivateAttr(default_factory=dict)  # --set values, for child processes
 
     @model_validator(mode="after")
     def _cross_checks(self) -> PipelineConfig:
@@ -271,6 +272,10 @@ class PipelineConfig(Section):
     @property
     def source(self) -> Path | None:
         return self._source
+
+    @property
+    def overrides(self) -> dict[str, Any]:
+        return dict(self._overrides)
 
     @property
     def base_dir(self) -> Path:
@@ -390,4 +395,5 @@ def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> Pi
         problems = format_validation_error(e, str(path), lines)
         raise ConfigError(f"{path}: {len(problems)} problem(s) in the config:", problems) from None
     cfg._source = path.resolve()
+    cfg._overrides = dict(overrides or {})
     return cfg

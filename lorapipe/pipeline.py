@@ -165,9 +165,11 @@ class Pipeline:
             return m
 
         def train(out: Path) -> Manifest:
-            from lorapipe.train import trainer
+            from lorapipe.train import distributed, trainer
 
             train_file, eval_file = self._train_files()
+            if cfg.distributed.launcher == "accelerate" and not distributed.in_launched_process():
+                return self._train_launched(train_file, eval_file, out)
             return trainer.run(cfg, train_file, eval_file, out)
 
         def evaluate(out: Path) -> Manifest:
@@ -212,6 +214,30 @@ class Pipeline:
         if cfg.data.eval_file is not None:
             return self._split_source(), cfg.resolve(cfg.data.eval_file)
         return d / "split" / "train.jsonl", d / "split" / "eval.jsonl"
+
+    def _train_launched(self, train_file: Path, eval_file: Path | None, out: Path) -> Manifest:
+        """Train under `accelerate launch` on distributed.num_processes ranks; read back rank 0's manifest."""
+        import sys
+
+        from lorapipe.errors import LorapipeError
+        from lorapipe.train import distributed
+
+        cfg = self.cfg
+        if cfg.source is None:
+            raise ConfigError("distributed.launcher: accelerate needs the config loaded from a file")
+        worker = ["-m", "lorapipe", "train", str(cfg.source), "--train-file", str(train_file), "--out", str(out)]
+        if eval_file is not None and eval_file.is_file():
+            worker += ["--eval-file", str(eval_file)]
+        # The ranks load the same file; --set values given to `run` must reach them too.
+        worker += [f"--set={k}={json.dumps(v)}" for k, v in cfg.overrides.items() if k != "output_dir"]
+        worker += [f"--set=output_dir={json.dumps(str(self.run_dir))}"]
+        rc = distributed.launch(cfg, cfg.distributed.num_processes, worker,
+                                echo=lambda msg: print(msg, file=sys.stderr, flush=True))
+        manifest = Manifest.load(out)
+        if rc != 0 or manifest is None:
+            raise LorapipeError(f"distributed training failed (exit {rc}); rerun `lorapipe run` to resume "
+                                "from the newest checkpoint")
+        return manifest
 
     def _evaluate(self, out: Path) -> Manifest:
         from lorapipe.data.formats import read_rows

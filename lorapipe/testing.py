@@ -60,3 +60,36 @@ def build_tiny_model(out_dir: str | Path, *, hidden_size: int = 32, num_layers: 
     model.save_pretrained(out_dir)
     tok.save_pretrained(out_dir)
     return out_dir
+
+
+def build_tiny_adapter(base_dir: str | Path, out_dir: str | Path, *, r: int = 4, seed: int = 0,
+                       b_std: float = 0.5, target_modules: list[str] | None = None,
+                       manifest: bool = True, **lora_kwargs) -> Path:
+    """Write a LoRA adapter for the model in ``base_dir`` whose random B weights change its outputs.
+
+    Different ``seed`` values give adapters with different greedy outputs; ``lora_kwargs`` go to
+    ``peft.LoraConfig`` (e.g. ``use_rslora``, ``rank_pattern``); with ``manifest`` a
+    ``manifest.json`` (stage ``train``, the base's identity in ``extra.base_model``) hashes its files.
+    """
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from lorapipe.manifest import Manifest
+    from lorapipe.models import resolve
+
+    out_dir = Path(out_dir)
+    base = AutoModelForCausalLM.from_pretrained(base_dir)
+    lora_kwargs = {"lora_alpha": 2 * r, "lora_dropout": 0.0, **lora_kwargs}
+    cfg = LoraConfig(r=r, target_modules=target_modules or ["q_proj", "v_proj", "o_proj", "down_proj"], **lora_kwargs)
+    torch.manual_seed(seed)
+    model = get_peft_model(base, cfg)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "lora_B" in name or "lora_embedding_B" in name:
+                p.normal_(0.0, b_std)
+    model.save_pretrained(out_dir)
+    if manifest:
+        Manifest(stage="train", config_hash=f"tiny-adapter-{seed}-{r}",
+                 extra={"base_model": resolve(str(base_dir)).identity()}).save(out_dir)
+    return out_dir

@@ -64,7 +64,9 @@ def _check_hardware(cfg: PipelineConfig) -> None:
 
 # Fields that may change between a checkpoint and its resumption without making it another run.
 _RESUMABLE_FIELDS = {"max_steps", "num_train_epochs", "eval_steps", "save_steps", "logging_steps",
-                     "save_total_limit", "report_to", "dataloader_num_workers", "per_device_eval_batch_size"}
+                     "save_total_limit", "report_to", "dataloader_num_workers", "per_device_eval_batch_size",
+                     # speed switches that do not change the numbers (tests/unit/test_train_speed.py)
+                     "loss_only_on_labels", "torch_compile", "gradient_checkpointing"}
 
 
 def _checkpoints_for(cfg: PipelineConfig, info, train_file: Path, eval_file: Path | None, out_dir: Path,
@@ -138,7 +140,9 @@ def training_arguments(cfg: PipelineConfig, out_dir: Path, has_eval: bool, n_tra
         seed=t.seed,
         data_seed=t.seed,
         report_to=[r for r in t.report_to if r != "none"] or "none",
-        train_sampling_strategy="group_by_length" if t.group_by_length else "random",
+        # Packed micro-batches have no padding, so there is nothing for length grouping to save.
+        train_sampling_strategy="group_by_length" if t.group_by_length and not t.packing else "random",
+        prediction_loss_only=True,  # eval needs the loss only: no logits gathered, label-only head
         remove_unused_columns=False,
         torch_compile=t.torch_compile,
         activation_checkpointing=t.gradient_checkpointing,
@@ -163,11 +167,11 @@ def run(cfg: PipelineConfig, train_file: Path, eval_file: Path | None, out_dir: 
     one, ``False`` starts over.
     """
     import torch
-    from transformers import Trainer, set_seed
+    from transformers import set_seed
 
     from lorapipe import models
-    from lorapipe.train import distributed
-    from lorapipe.train.collate import DataCollator, encode_rows
+    from lorapipe.train import distributed, speed
+    from lorapipe.train.collate import encode_rows
     from lorapipe.train.lora import apply_lora
 
     _check_hardware(cfg)
@@ -212,11 +216,20 @@ def run(cfg: PipelineConfig, train_file: Path, eval_file: Path | None, out_dir: 
     if layout.processes > 1 and distributed.rank() == 0:
         log.warning("%s", layout.describe())
     args = training_arguments(world_cfg, out_dir, bool(eval_enc), len(train_enc))
-    trainer = Trainer(model=model, args=args, train_dataset=_Rows(train_enc),
-                      eval_dataset=_Rows(eval_enc) if eval_enc else None,
-                      data_collator=DataCollator(tokenizer.pad_token_id), processing_class=tokenizer)
+    trainer = speed.trainer_class()(model=model, args=args, train_dataset=_Rows(train_enc),
+                                    eval_dataset=_Rows(eval_enc) if eval_enc else None,
+                                    data_collator=speed.collator(cfg.train, tokenizer.pad_token_id),
+                                    processing_class=tokenizer)
+    sharded = bool(getattr(trainer, "is_fsdp_enabled", False) or (
+        getattr(trainer, "is_deepspeed_enabled", False) and world_cfg.distributed.zero_stage == 3))
+    trainer.speed_plan = speed.apply(cfg.train, model, sharded=sharded)
 
-    ckpt = _checkpoints_for(cfg, info, train_file, eval_file if eval_rows else None, out_dir, resume)
+    # Rank 0 checks the checkpoints' key (and clears stale ones) while the other ranks wait, then every
+    # rank resumes from the same newest checkpoint.
+    if trainer.is_world_process_zero():
+        _checkpoints_for(cfg, info, train_file, eval_file if eval_rows else None, out_dir, resume)
+    trainer.accelerator.wait_for_everyone()
+    ckpt = newest_checkpoint(out_dir / "checkpoints")
     if resume is True and ckpt is None:
         raise DataError(f"{out_dir / 'checkpoints'}: no checkpoint to resume from; run without --resume")
     resume_from = str(ckpt) if (resume and ckpt is not None) else None
@@ -232,6 +245,7 @@ def run(cfg: PipelineConfig, train_file: Path, eval_file: Path | None, out_dir: 
             ev = trainer.evaluate()
         metrics["eval_loss"] = ev["eval_loss"]
         metrics["eval_perplexity"] = math.exp(min(ev["eval_loss"], 50))
+    speed.undo(model, trainer.speed_plan)
     metrics["train_tokens"] = sum(len(r["input_ids"]) for r in train_enc)
     metrics["train_label_tokens"] = sum(sum(1 for x in r["labels"] if x != -100) for r in train_enc)
 
@@ -244,7 +258,8 @@ def run(cfg: PipelineConfig, train_file: Path, eval_file: Path | None, out_dir: 
         stage="train", config_hash=cfg.section_hash("task", "base_model", "lora", "train"), inputs=inputs,
         config=cfg.resolved(), metrics=metrics,
         extra={"base_model": info.identity(), "encode": {"train": train_stats, "eval": eval_stats},
-               "global_batch": layout.global_batch, "processes": layout.processes},
+               "global_batch": layout.global_batch, "processes": layout.processes,
+               "speed": trainer.speed_plan.describe()},
     )
     state = distributed.gather_state_dict(trainer)  # collective under FSDP / ZeRO-3, None otherwise
     if trainer.is_world_process_zero():

@@ -1,0 +1,164 @@
+"""Serving throughput with many adapters: mixed-adapter batches vs one merged model vs adapter swapping.
+
+    python bench/serve_mixed.py [--requests 64] [--max-tokens 32] [--adapters 8] [--kernel stacked|peft]
+                                [--threads 1] [--model smollm2-135m-instruct]
+
+Builds a random base (a bigger tiny Llama unless --model is given) and 8 random r=16 LoRA adapters
+on every projection, then generates the same request stream (prompts and lengths fixed, greedy,
+``ignore_eos``) three ways, each measured in this run:
+
+  mixed    the server's engine, requests spread over all adapters, batched together per step
+           (stacked LoRA kernel, or PEFT's `adapter_names` path with --kernel peft) — what
+           `lorapipe serve` does;
+  merged   the same engine serving one adapter merged into the base (no LoRA compute at all):
+           the throughput ceiling;
+  swapping one request at a time: `model.set_adapter(name)` then `model.generate` — what a server
+           without mixed batches must do when consecutive requests want different adapters.
+
+Prints tokens/s for each and, last, the two ratios with their targets:
+mixed/merged >= 0.8 and mixed/swapping >= 3. The mixed and merged runs are interleaved and the
+fastest of --repeats counts, so a busy moment on a shared machine does not decide the ratio; on a
+CPU shared with other jobs pass --threads 1 (OpenMP threads competing for cores are ~20x slower).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import torch
+
+from lorapipe.serve.adapters import DirectoryAdapterSource
+from lorapipe.serve.decode import SamplingParams
+from lorapipe.serve.engine import Engine
+from lorapipe.testing import build_tiny_adapter, build_tiny_model
+
+ALL = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+
+
+def make_base(root: Path, model: str | None, hidden: int, layers: int) -> Path:
+    if model:
+        from lorapipe.models import resolve
+
+        return resolve(model).path
+    # "bigger tiny": enough compute per token that the model, not Python, dominates a step
+    return build_tiny_model(root / "base", hidden_size=hidden, num_layers=layers, num_heads=8, num_kv_heads=4,
+                            intermediate_size=hidden * 8 // 3 // 32 * 32)
+
+
+def run_engine(engine: Engine, jobs: list[tuple[str, list[int]]], max_tokens: int) -> tuple[float, int, float]:
+    """Submit every request at once (an open-loop burst); return (seconds, tokens, CPU seconds)."""
+    leases = [engine.acquire(model) for model, _ in jobs]  # adapters loaded before the clock starts
+    params = [SamplingParams(max_tokens=max_tokens, temperature=0, ignore_eos=True)]
+    t0, c0 = time.perf_counter(), time.process_time()
+    submitted = [engine.submit(lease, prompt, params, lambda *a: None) for lease, (_, prompt) in zip(leases, jobs)]
+    for job in submitted:
+        job.done.wait()
+    dt, cpu = time.perf_counter() - t0, time.process_time() - c0
+    return dt, sum(len(r.tokens) for job in submitted for r in job.rows), cpu
+
+
+def run_swapping(model, tok, jobs: list[tuple[str, list[int]]], max_tokens: int) -> tuple[float, int]:
+    device = next(model.parameters()).device
+    t0 = time.perf_counter()
+    tokens = 0
+    with torch.inference_mode():
+        for name, prompt in jobs:
+            model.set_adapter(name)
+            ids = torch.tensor([prompt], device=device)
+            out = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids),
+                                 max_new_tokens=max_tokens, min_new_tokens=max_tokens,
+                                 do_sample=False, pad_token_id=tok.pad_token_id)
+            tokens += out.shape[1] - len(prompt)
+    return time.perf_counter() - t0, tokens
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--requests", type=int, default=64)
+    ap.add_argument("--max-tokens", type=int, default=32)
+    ap.add_argument("--adapters", type=int, default=8)
+    ap.add_argument("--batch", type=int, default=16, help="serve.max_batch_size")
+    ap.add_argument("--repeats", type=int, default=3, help="runs per arm; the fastest counts")
+    ap.add_argument("--kernel", default="stacked", choices=["stacked", "peft"],
+                    help="how mixed batches apply LoRA (serve's --lora-kernel)")
+    ap.add_argument("--hidden", type=int, default=1024, help="hidden size of the tiny base")
+    ap.add_argument("--layers", type=int, default=4, help="layers of the tiny base")
+    ap.add_argument("--model", default=None, help="base model spec (default: a bigger tiny random Llama)")
+    ap.add_argument("--device", default=None)
+    ap.add_argument("--threads", type=int, default=None,
+                    help="torch CPU threads; 1 avoids OpenMP thrashing on a machine shared with other jobs")
+    args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        base = make_base(root, args.model, args.hidden, args.layers)
+        names = [f"ad{i}" for i in range(args.adapters)]
+        for i, name in enumerate(names):
+            build_tiny_adapter(base, root / "adapters" / name, r=16, seed=i, b_std=0.02, target_modules=ALL)
+        engine = Engine.from_spec(str(base), source=DirectoryAdapterSource(root / "adapters"), base_name="base",
+                                  max_loaded_adapters=args.adapters, batch_window_ms=5, max_batch_size=args.batch,
+                                  lora_kernel=args.kernel, device=args.device).start()
+        words = ["extract", "the", "contact", "name", "email", "and", "phone", "from", "this", "message", "please"]
+        prompts = [engine.encode_chat([{"role": "user", "content": " ".join(words[: 3 + i % 9])}])
+                   for i in range(args.requests)]
+        mixed_jobs = [(names[i % len(names)], p) for i, p in enumerate(prompts)]
+
+        # merged: adapter 0 folded into the base, served by the same engine code with no adapters
+        from peft import PeftModel
+        from transformers import AutoModelForCausalLM
+
+        merged = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base), root / "adapters" / names[0])
+        merged = merged.merge_and_unload().eval()
+        if args.device:
+            merged.to(args.device)
+        m_engine = Engine(merged, engine.tokenizer, base_name="merged", batch_window_ms=5,
+                          max_batch_size=args.batch).start()
+        merged_jobs = [("merged", p) for p in prompts]
+
+        run_engine(engine, mixed_jobs[: args.batch], 4)  # warm-up: loads every adapter, first allocations
+        run_engine(m_engine, merged_jobs[: args.batch], 4)
+        mixed_runs, merged_runs = [], []
+        for _ in range(args.repeats):  # interleaved, so a busy moment on the machine hits both arms
+            mixed_runs.append(run_engine(engine, mixed_jobs, args.max_tokens))
+            merged_runs.append(run_engine(m_engine, merged_jobs, args.max_tokens))
+        (t_mixed, n_mixed, c_mixed), (t_merged, n_merged, c_merged) = min(mixed_runs), min(merged_runs)
+        engine.shutdown()
+        m_engine.shutdown()
+
+        # swapping: one request at a time, set_adapter before each
+        swap = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base), root / "adapters" / names[0],
+                                         adapter_name=names[0])
+        for name in names[1:]:
+            swap.load_adapter(root / "adapters" / name, adapter_name=name)
+        swap.eval()
+        if args.device:
+            swap.to(args.device)
+        run_swapping(swap, engine.tokenizer, mixed_jobs[:2], 4)
+        n_swap_req = max(args.requests // 4, len(names))  # it is slow: time a slice, report tokens/s
+        t_swap, n_swap = run_swapping(swap, engine.tokenizer, mixed_jobs[:n_swap_req], args.max_tokens)
+
+    mixed, merged_tps, swapping = n_mixed / t_mixed, n_merged / t_merged, n_swap / t_swap
+    print(f"model: {args.model or f'tiny llama (hidden {args.hidden}, {args.layers} layers)'}; {args.requests} requests x "
+          f"{args.max_tokens} tokens over {args.adapters} adapters (r=16, all projections), batch {args.batch}, "
+          f"kernel {args.kernel}")
+    print(f"mixed    {mixed:9.1f} tokens/s  ({n_mixed} tokens in {t_mixed:.2f} s)")
+    print(f"merged   {merged_tps:9.1f} tokens/s  ({n_merged} tokens in {t_merged:.2f} s)")
+    print(f"swapping {swapping:9.1f} tokens/s  ({n_swap} tokens in {t_swap:.2f} s, {n_swap_req} requests)")
+    print(f"mixed / merged per CPU-second = {(n_mixed / c_mixed) / (n_merged / c_merged):.2f}x  (less sensitive to "
+          "other jobs on the machine)")
+    print(f"mixed / merged   = {mixed / merged_tps:.2f}x  (target >= 0.8)")
+    print(f"mixed / swapping = {mixed / swapping:.2f}x  (target >= 3)")
+
+
+if __name__ == "__main__":
+    main()

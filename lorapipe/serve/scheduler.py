@@ -1,0 +1,156 @@
+"""The scheduler thread: the only thread that touches the model.
+
+It alternates between (1) running queued *commands* — adding or deleting adapter weights, which must
+never race a forward pass — and (2) decoding: when idle it waits ``batch_window_s`` for requests to
+gather into a batch, prefills them, then steps the batch one token at a time; requests that arrive
+meanwhile are prefilled and join the running batch between two steps (continuous batching).
+
+A failed forward pass fails the rows involved (their sink gets ``finish_reason="error"`` with the
+message as text) and the scheduler keeps serving.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import Future
+from typing import Any
+
+from lorapipe.errors import ServeError
+from lorapipe.serve.decode import Batch, Forward, Row, TextStream, prefill
+
+log = logging.getLogger(__name__)
+
+
+class EngineClosed(ServeError):
+    """The engine is shutting down and takes no new requests (HTTP 503)."""
+
+
+class Scheduler:
+    def __init__(self, forward: Forward, stream: TextStream, pad_id: int, *, batch_window_s: float,
+                 max_batch_size: int):
+        self.forward, self.stream, self.pad_id = forward, stream, pad_id
+        self.batch_window_s, self.max_batch_size = batch_window_s, max_batch_size
+        self._cv = threading.Condition()
+        self._pending: deque[Row] = deque()
+        self._commands: deque[tuple[Callable[[], Any], Future | None]] = deque()
+        self._thread: threading.Thread | None = None
+        self._stopping = False
+
+    # ------------------------------------------------------------------ life cycle
+    def start(self) -> None:
+        with self._cv:
+            if self._thread is None:
+                self._stopping = False
+                self._thread = threading.Thread(target=self._run, name="lorapipe-scheduler", daemon=True)
+                self._thread.start()
+
+    def shutdown(self, timeout: float | None = 30.0) -> None:
+        """Take no new rows, finish the queued and running ones, then stop."""
+        with self._cv:
+            self._stopping = True
+            self._cv.notify_all()
+            thread = self._thread
+        if thread is not None:
+            thread.join(timeout)
+            self._thread = None
+
+    @property
+    def running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive() and not self._stopping
+
+    # ------------------------------------------------------------------ work from other threads
+    def submit(self, rows: list[Row]) -> None:
+        with self._cv:
+            if self._stopping or self._thread is None:
+                raise EngineClosed("the server is shutting down; retry on another replica")
+            self._pending.extend(rows)
+            self._cv.notify_all()
+
+    def enqueue(self, fn: Callable[[], Any]) -> None:
+        """Run ``fn`` on the scheduler thread between two steps, without waiting for it."""
+        with self._cv:
+            self._commands.append((fn, None))
+            self._cv.notify_all()
+
+    def call(self, fn: Callable[[], Any]) -> Any:
+        """Run ``fn`` on the scheduler thread (between two steps) and return its result."""
+        thread = self._thread
+        if thread is None or thread is threading.current_thread() or not thread.is_alive():
+            with self._cv:  # not started (or called from the scheduler itself): run here
+                return fn()
+        fut: Future = Future()
+        with self._cv:
+            self._commands.append((fn, fut))
+            self._cv.notify_all()
+        return fut.result()
+
+    # ------------------------------------------------------------------ the thread
+    def _run_commands(self) -> None:
+        while True:
+            with self._cv:
+                if not self._commands:
+                    return
+                fn, fut = self._commands.popleft()
+            try:
+                result = fn()
+            except BaseException as e:  # report to the caller; a failed delete is only logged
+                if fut is not None:
+                    fut.set_exception(e)
+                else:
+                    log.exception("scheduler command failed")
+            else:
+                if fut is not None:
+                    fut.set_result(result)
+
+    def _take_rows(self, room: int) -> list[Row]:
+        rows = []
+        while self._pending and len(rows) < room:
+            rows.append(self._pending.popleft())
+        return rows
+
+    def _run(self) -> None:
+        batch: Batch | None = None
+        mergeable = True
+        while True:
+            self._run_commands()
+            with self._cv:
+                busy = batch is not None and len(batch) > 0
+                if not busy:
+                    if not self._pending:
+                        if self._stopping and not self._commands:
+                            return
+                        self._cv.wait(0.05)
+                        continue
+                    deadline = time.monotonic() + self.batch_window_s
+                    while len(self._pending) < self.max_batch_size and not self._stopping:
+                        left = deadline - time.monotonic()
+                        if left <= 0:
+                            break
+                        self._cv.wait(left)
+                room = self.max_batch_size - (len(batch) if busy else 0)
+                new = self._take_rows(room) if (not busy or mergeable) else []
+            for row in [r for r in new if r.cancelled()]:  # the client left while it queued
+                row.finish_reason = "cancelled"
+                row.sink("", "cancelled")
+            new = [r for r in new if r.finish_reason is None]
+            try:
+                if new:
+                    fresh = prefill(self.forward, new, self.stream, self.pad_id)
+                    if not busy:
+                        batch = fresh
+                        mergeable = batch.can_merge()
+                    elif len(fresh):
+                        batch.merge(fresh)
+                elif busy:
+                    batch.step(self.forward, self.stream)
+            except Exception as e:  # fail the rows involved, keep serving
+                log.exception("generation failed")
+                for row in {id(r): r for r in new + (batch.rows if busy and batch else [])}.values():
+                    if row.finish_reason is None:
+                        row.finish_reason = "error"
+                        row.sink(f"{type(e).__name__}: {e}", "error")
+                batch = None

@@ -1,0 +1,91 @@
+"""Run the app with uvicorn: in the foreground (``lorapipe serve``) or in a thread (tests, benchmarks).
+
+On SIGINT/SIGTERM uvicorn stops accepting connections and waits up to ``shutdown_timeout_s`` for the
+open ones (streams included) to finish; the app's lifespan then drains the scheduler.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from lorapipe.errors import ServeError
+
+log = logging.getLogger(__name__)
+DEFAULT_BASE = "smollm2-135m-instruct"
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+class ServerThread:
+    """``with ServerThread(app) as srv: srv.url`` — a real server on a free loopback port."""
+
+    def __init__(self, app: Any, host: str = "127.0.0.1", port: int = 0, shutdown_timeout_s: float = 30.0):
+        import uvicorn
+
+        config = uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="on",
+                                timeout_graceful_shutdown=shutdown_timeout_s)
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, name="lorapipe-uvicorn", daemon=True)
+        self.host = host
+        self.port = port
+
+    def __enter__(self) -> ServerThread:  # noqa: PYI034 - a plain class, never subclassed
+        self.thread.start()
+        deadline = time.monotonic() + 60
+        while not self.server.started:
+            if not self.thread.is_alive() or time.monotonic() > deadline:
+                raise ServeError("the server did not start; see the log above")
+            time.sleep(0.01)
+        self.port = self.server.servers[0].sockets[0].getsockname()[1]
+        return self
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(60)
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def run(*, base: str, adapters: Path, host: str = "127.0.0.1", port: int = 8000, keys: Path | None = None,
+        max_adapters: int = 8, batch_window_ms: float = 5.0, max_batch_size: int = 16,
+        allow_unverified: bool = False, allow_pickle: bool = False, watch_interval_s: float | None = 1.0,
+        lora_kernel: str = "stacked", device: str | None = None, warn: Any = print) -> None:
+    """Load the base once, then serve it and the adapters under ``adapters`` until interrupted."""
+    import uvicorn
+
+    from lorapipe.serve.adapters import DirectoryAdapterSource
+    from lorapipe.serve.app import ServeSettings, create_app
+    from lorapipe.serve.auth import KeyStore
+    from lorapipe.serve.engine import Engine
+
+    store = KeyStore.load(keys) if keys else None
+    if store is None and not is_loopback(host):
+        warn(f"warning: no --keys file: anyone who can reach {host}:{port} can use every adapter and the admin "
+             "API. Pass --keys FILE (see lorapipe/serve/auth.py) or bind 127.0.0.1")
+    source = DirectoryAdapterSource(adapters)
+    base_name = Path(base).name if Path(base).expanduser().exists() else base
+    engine = Engine.from_spec(base, source=source, base_name=base_name, max_loaded_adapters=max_adapters,
+                              batch_window_ms=batch_window_ms, max_batch_size=max_batch_size,
+                              require_manifest=not allow_unverified, allow_pickle=allow_pickle,
+                              lora_kernel=lora_kernel, device=device)
+    settings = ServeSettings(keys=store, watch_interval_s=watch_interval_s)
+    app = create_app(settings, engine)
+    log.info("serving `%s` with adapters from %s on http://%s:%d", base_name, adapters, host, port)
+    uvicorn.run(app, host=host, port=port, log_level="info", timeout_graceful_shutdown=settings.shutdown_timeout_s)

@@ -1,0 +1,99 @@
+"""The train stage's speed switches, applied to a PEFT model and a HF Trainer.
+
+``train.loss_only_on_labels``  LM head and cross-entropy on labelled positions only (loss.py)
+``train.packing``              padding-free micro-batches, row-separated attention (packing.py)
+``train.group_by_length``      batches of similar length (the Trainer's length-grouped sampler);
+                               nothing to group once packing removes padding
+``train.gradient_checkpointing`` recompute activations in backward: less memory, ~30 % more compute
+``train.torch_compile``        the Trainer's torch.compile of the model
+
+``bench/train_throughput.py`` measures them against plain TRL + PEFT; its docstring has the figures.
+Every switch leaves the trained adapter an ordinary PEFT adapter and the loss the same number.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from lorapipe.config import TrainConfig
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class SpeedPlan:
+    """What :func:`apply` switched on for one run, so :func:`undo` can put the model back."""
+
+    label_only: bool = False
+    packing: bool = False
+    previous_attention: str | None = None
+
+    def describe(self) -> dict[str, Any]:
+        return {"label_only_loss": self.label_only, "packing": self.packing,
+                "packed_attention": self.previous_attention is not None}
+
+
+def apply(t: TrainConfig, model, *, sharded: bool = False) -> SpeedPlan:
+    """Switch ``model`` (PEFT-wrapped) to the fast paths ``t`` asks for and this model supports.
+
+    ``sharded``: the model's weights are partitioned across ranks outside of a module's forward
+    (DeepSpeed ZeRO-3, FSDP), where reading the head's weight directly is not safe; the full head is
+    kept there.
+    """
+    from lorapipe.train.loss import enable_label_only_loss
+    from lorapipe.train.packing import use_packed_attention
+
+    plan = SpeedPlan()
+    if t.loss_only_on_labels:
+        if sharded:
+            log.warning("train.loss_only_on_labels: keeping the full LM head with sharded weights (FSDP/ZeRO-3)")
+        else:
+            plan.label_only = enable_label_only_loss(model)
+    if t.packing:
+        plan.packing = True
+        plan.previous_attention = use_packed_attention(model)
+        if plan.previous_attention is None:
+            log.warning("train.packing: this model's attention computes the whole packed square "
+                        "(block-diagonal mask); packing is correct but may be slower than padding")
+    return plan
+
+
+def undo(model, plan: SpeedPlan) -> None:
+    """Restore the model's own forward and attention (a caller's model is left as it came)."""
+    from lorapipe.train.loss import disable_label_only_loss
+    from lorapipe.train.packing import restore_attention
+
+    if plan.label_only:
+        disable_label_only_loss(model)
+    restore_attention(model, plan.previous_attention)
+
+
+def collator(t: TrainConfig, pad_token_id: int):
+    from lorapipe.train.collate import DataCollator
+    from lorapipe.train.packing import PackingCollator
+
+    return PackingCollator() if t.packing else DataCollator(pad_token_id)
+
+
+def trainer_class():
+    """``transformers.Trainer`` whose loss takes the label-only path when the plan allows it."""
+    from transformers import Trainer
+
+    from lorapipe.train.loss import FLAG
+
+    class LorapipeTrainer(Trainer):
+        speed_plan: SpeedPlan = SpeedPlan()
+
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            # No KV cache in training: the model would otherwise build one every step, and a cache
+            # also turns off transformers' detection of packed rows.
+            inputs = {**inputs, "use_cache": False}
+            # Eval asks for outputs too, but lorapipe evaluates the loss only (prediction_loss_only).
+            if self.speed_plan.label_only and (not return_outputs or self.args.prediction_loss_only):
+                inputs[FLAG] = True
+            return super().compute_loss(model, inputs, return_outputs=return_outputs,
+                                        num_items_in_batch=num_items_in_batch)
+
+    return LorapipeTrainer
