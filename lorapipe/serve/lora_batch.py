@@ -4,7 +4,7 @@ PEFT's mixed-batch path (``adapter_names``) loops over the adapters present in t
 LoRA layer and builds index lists in Python; with 8 adapters that costs more than the base model's
 own matmuls on a small model (see ``bench/serve_mixed.py --kernel peft``). Here, as in
 Punica/S-LoRA, each adapted layer keeps the loaded adapters' weights stacked — ``A[slot] (r x in)``
-and ``(B[slot] * scaling)^T (r x out)``.
+and ``B[slot] * scaling (out x r)``.
 Rows are kept grouped by adapter (:mod:`lorapipe.serve.decode` sorts the batch), so a step runs two
 small matmuls per adapter present and reads each adapter's weights once, with no per-row copies::
 
@@ -39,7 +39,7 @@ _UNSUPPORTED_CONFIG = ("use_dora", "lora_bias", "modules_to_save", "trainable_to
 class _Part:
     path: str  # the layer's module path in the model
     a: torch.Tensor  # [r, in]
-    b: torch.Tensor  # [out, r], already multiplied by the scaling
+    b: torch.Tensor  # [out, r]
     scaling: float
 
 
@@ -49,13 +49,13 @@ def _fast_forward(stack: StackedLoRA) -> Any:
         segments = stack.segments
         if not segments:
             return out
-        a, bt = self._lp_A, self._lp_Bt
+        views = self._lp_views  # per slot: (A^T, (B*s)^T), views into the stacks
         tokens = x.numel() // (x.shape[0] * x.shape[-1])  # per row
         x2 = x.reshape(-1, x.shape[-1])
         o2 = out.view(-1, out.shape[-1])  # a fresh, contiguous output: safe to add into in place
         for slot, start, end in segments:  # the hot path: two matmuls per adapter run, no copies
-            rows = slice(start * tokens, end * tokens)
-            o2[rows].addmm_(torch.mm(x2[rows], a[slot].t()), bt[slot])
+            a_t, b_t = views[slot]
+            o2[start * tokens:end * tokens].addmm_(torch.mm(x2[start * tokens:end * tokens], a_t), b_t)
         return out
 
     return forward
@@ -109,9 +109,11 @@ class StackedLoRA:
                 raise AdapterRejected(f"{path}: `{mod_path}` is a {type(module).__name__}; the stacked LoRA kernel "
                                       "serves LoRA on linear layers only (`--lora-kernel peft` serves the rest)")
             a, b = ab["lora_A"], ab["lora_B"]
-            r = config.rank_pattern.get(get_pattern_key(config.rank_pattern.keys(), mod_path), config.r)
-            alpha = config.alpha_pattern.get(get_pattern_key(config.alpha_pattern.keys(), mod_path),
-                                             config.lora_alpha)
+            r, alpha = config.r, config.lora_alpha
+            if config.rank_pattern:
+                r = config.rank_pattern.get(get_pattern_key(config.rank_pattern.keys(), mod_path), r)
+            if config.alpha_pattern:
+                alpha = config.alpha_pattern.get(get_pattern_key(config.alpha_pattern.keys(), mod_path), alpha)
             if not base.weight.dtype.is_floating_point:
                 raise AdapterRejected(f"{path}: `{mod_path}` is quantized ({base.weight.dtype}); the stacked LoRA "
                                       "kernel needs float weights (`--lora-kernel peft` serves quantized bases)")
@@ -121,8 +123,7 @@ class StackedLoRA:
                                       f"{r} on this base needs ({r}, {in_f}) and ({out_f}, {r}); was it trained on "
                                       "another base model?")
             scaling = alpha / math.sqrt(r) if config.use_rslora else alpha / r
-            dtype = base.weight.dtype
-            parts.append(_Part(mod_path, a.to(dtype), (b.double() * scaling).to(dtype), scaling))
+            parts.append(_Part(mod_path, a, b, scaling))
         return parts, needs_wrap
 
     def add(self, model: Any, internal: str, parts: list[_Part], peft_scaling: dict[str, float] | None = None) -> None:
@@ -141,10 +142,12 @@ class StackedLoRA:
             if r > mod._lp_A.shape[1]:
                 self._widen(mod, r)
             with torch.no_grad():
-                mod._lp_A[slot].zero_()
-                mod._lp_Bt[slot].zero_()
-                mod._lp_A[slot, :r] = part.a.to(mod._lp_A.device)
-                mod._lp_Bt[slot, :r] = part.b.t().to(mod._lp_Bt.device)
+                if r < mod._lp_A.shape[1]:  # a smaller rank leaves zeros in the rest of the slot
+                    mod._lp_A[slot].zero_()
+                    mod._lp_B[slot].zero_()
+                mod._lp_A[slot, :r] = part.a
+                mod._lp_B[slot, :, :r] = part.b
+                mod._lp_B[slot, :, :r] *= part.scaling
         self.slots[internal] = slot
 
     def remove(self, internal: str) -> None:
@@ -152,7 +155,7 @@ class StackedLoRA:
         if slot is not None:
             for mod in self.layers:  # a stale slot must never leak into the next adapter placed there
                 mod._lp_A[slot].zero_()
-                mod._lp_Bt[slot].zero_()
+                mod._lp_B[slot].zero_()
 
     # ------------------------------------------------------------------ forward
     def set_rows(self, adapters: list[str]) -> None:
@@ -172,22 +175,30 @@ class StackedLoRA:
     def _track(self, mod: Any) -> None:
         weight = mod.base_layer.weight
         mod._lp_A = torch.zeros((self.capacity + 1, 1, mod.in_features), dtype=weight.dtype, device=weight.device)
-        mod._lp_Bt = torch.zeros((self.capacity + 1, 1, mod.out_features), dtype=weight.dtype, device=weight.device)
+        mod._lp_B = torch.zeros((self.capacity + 1, mod.out_features, 1), dtype=weight.dtype, device=weight.device)
         mod.forward = types.MethodType(_fast_forward(self), mod)
+        self._views(mod)
         self.layers.append(mod)
+
+    @staticmethod
+    def _views(mod: Any) -> None:
+        """Per-slot ``(A^T, (B*s)^T)`` views, built once per allocation: the forward pass only indexes a list."""
+        mod._lp_views = [(mod._lp_A[s].t(), mod._lp_B[s].t()) for s in range(mod._lp_A.shape[0])]
 
     def _widen(self, mod: Any, r: int) -> None:
         a = mod._lp_A.new_zeros((mod._lp_A.shape[0], r, mod._lp_A.shape[2]))
-        bt = mod._lp_Bt.new_zeros((mod._lp_Bt.shape[0], r, mod._lp_Bt.shape[2]))
+        b = mod._lp_B.new_zeros((mod._lp_B.shape[0], mod._lp_B.shape[1], r))
         a[:, : mod._lp_A.shape[1]] = mod._lp_A
-        bt[:, : mod._lp_Bt.shape[1]] = mod._lp_Bt
-        mod._lp_A, mod._lp_Bt = a, bt
+        b[:, :, : mod._lp_B.shape[2]] = mod._lp_B
+        mod._lp_A, mod._lp_B = a, b
+        self._views(mod)
 
     def _grow(self, capacity: int) -> None:
         for mod in self.layers:
             a = mod._lp_A.new_zeros((capacity + 1, *mod._lp_A.shape[1:]))
-            bt = mod._lp_Bt.new_zeros((capacity + 1, *mod._lp_Bt.shape[1:]))
+            b = mod._lp_B.new_zeros((capacity + 1, *mod._lp_B.shape[1:]))
             a[: mod._lp_A.shape[0]] = mod._lp_A
-            bt[: mod._lp_Bt.shape[0]] = mod._lp_Bt
-            mod._lp_A, mod._lp_Bt = a, bt
+            b[: mod._lp_B.shape[0]] = mod._lp_B
+            mod._lp_A, mod._lp_B = a, b
+            self._views(mod)
         self.capacity = capacity
