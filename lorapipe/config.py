@@ -201,11 +201,16 @@ class TrainConfig(Section):
     max_seq_length: int = Field(512, ge=16, description="Longer rows are truncated (and reported).")
     seed: int = Field(42, description="Training seed.")
     report_to: list[str] = Field(default_factory=lambda: ["none"], description="tensorboard, mlflow or none.")
-    group_by_length: bool = Field(True, description="Batch rows of similar length (less padding compute).")
-    packing: bool = Field(False, description="Padding-free packing of several rows per sequence.")
-    loss_only_on_labels: bool = Field(True, description="Run the LM head only where there is loss.")
-    torch_compile: bool = Field(False, description="torch.compile the model.")
-    gradient_checkpointing: bool = Field(False, description="Trade compute for memory.")
+    group_by_length: bool = Field(True, description="Batch rows of similar length, so padded batches waste "
+                                  "little compute (not used with `packing`, which has no padding).")
+    packing: bool = Field(False, description="Padding-free micro-batches: a micro-batch's rows become one "
+                          "sequence whose rows do not attend to each other (same rows, same loss).")
+    loss_only_on_labels: bool = Field(True, description="Run the LM head and cross-entropy only on positions "
+                                      "that carry a label: the same loss, far fewer FLOPs with a large vocabulary.")
+    torch_compile: bool = Field(False, description="torch.compile the model (on CPU it compiles for minutes and "
+                                "then ran slower; try it for long GPU runs).")
+    gradient_checkpointing: bool = Field(False, description="Recompute activations in the backward pass: less "
+                                         "memory, about 30 % more compute; only when memory is short.")
     dataloader_num_workers: int = Field(0, ge=0, description="Data loader worker processes.")
 
 

@@ -102,6 +102,8 @@ def label_only_unsupported(model) -> str | None:
     for attr in _LOGIT_TRANSFORMS:
         if getattr(cfg, attr, None) not in (None, 1, 1.0):
             return f"its config sets `{attr}` (the logits are transformed after the head)"
+    if getattr(cfg, "output_router_logits", False):
+        return "its forward adds a router auxiliary loss (mixture of experts)"
     head = model.get_output_embeddings()
     if type(head) is not torch.nn.Linear:  # a PEFT or quantised wrapper is not a plain matmul
         return f"its output head is a {type(head).__name__}, not a plain Linear layer"

@@ -14,9 +14,10 @@ micro-batch's total length). :func:`use_packed_attention` instead registers an a
 the FLOPs of the unpadded rows, on any device. Batches without ``cu_seq_lens_q`` (padded batches)
 go through plain SDPA with the usual mask, so the same model also evaluates and generates normally.
 
-The rows the sampler puts in one micro-batch, and so the rows of every optimizer step, are the same
-as without packing; only the padding disappears. Per-row losses equal the unpacked ones up to float
-rounding (tests/unit/test_train_speed.py checks it).
+A micro-batch holds the rows the sampler gave it, padded or packed; only the padding disappears.
+Per-row losses, the step's loss and the trained adapter equal the padded ones up to float rounding
+(tests/unit/test_train_speed.py checks all three). Flash-attention kernels (``flash_attention_2/3``)
+read ``cu_seq_lens_*`` themselves and are left in place.
 """
 
 from __future__ import annotations
@@ -28,6 +29,8 @@ from typing import Any
 from lorapipe.train.collate import IGNORE
 
 ATTN_NAME = "lorapipe_packed_sdpa"
+# Kernels that read the packed rows' boundaries (``cu_seq_lens_*``) themselves.
+NATIVE_VARLEN = ("flash_attention_2", "flash_attention_3")
 _registered = False
 
 
@@ -95,12 +98,15 @@ def register() -> None:
 
 
 def packed_attention_unsupported(model) -> str | None:
-    """Why ``model`` cannot run packed rows through :data:`ATTN_NAME` (``None`` when it can)."""
+    """Why ``model`` cannot keep packed rows apart with :data:`ATTN_NAME` or natively (``None``: it can)."""
     cfg = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
+    impl = getattr(cfg, "_attn_implementation", None)
+    if impl in NATIVE_VARLEN:
+        return None
     if getattr(cfg, "sliding_window", None) and getattr(cfg, "use_sliding_window", True) is not False:
         return "it uses sliding-window attention"
-    if getattr(cfg, "_attn_implementation", None) not in ("sdpa", "eager", ATTN_NAME):
-        return f"it runs `{cfg._attn_implementation}` attention"
+    if impl not in ("sdpa", "eager", ATTN_NAME):
+        return f"it runs `{impl}` attention"
     if hasattr(model, "_can_set_attn_implementation") and not model._can_set_attn_implementation():
         return "its attention does not go through transformers' AttentionInterface"
     return None
@@ -109,11 +115,12 @@ def packed_attention_unsupported(model) -> str | None:
 def use_packed_attention(model) -> str | None:
     """Switch ``model`` (PEFT-wrapped or not) to :data:`ATTN_NAME`; return the previous implementation.
 
-    Returns ``None`` when the model cannot (see :func:`packed_attention_unsupported`); packed batches
-    then still train correctly through transformers' own block-diagonal mask, only slower.
+    Returns ``None`` when nothing was switched: flash-attention kernels take the packed rows'
+    ``cu_seq_lens`` natively, and a model that cannot run packed rows (see
+    :func:`packed_attention_unsupported`) is left as it is.
     """
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    if packed_attention_unsupported(base):
+    if packed_attention_unsupported(base) or base.config._attn_implementation in NATIVE_VARLEN:
         return None
     register()
     previous = base.config._attn_implementation

@@ -35,16 +35,20 @@ class SpeedPlan:
                 "packed_attention": self.previous_attention is not None}
 
 
-def apply(t: TrainConfig, model, *, sharded: bool = False) -> SpeedPlan:
-    """Switch ``model`` (PEFT-wrapped) to the fast paths ``t`` asks for and this model supports.
+def apply(t: TrainConfig, trainer, pad_token_id: int, *, sharded: bool = False) -> SpeedPlan:
+    """Switch ``trainer``'s (PEFT) model and collator to the fast paths ``t`` asks for and the model supports.
 
     ``sharded``: the model's weights are partitioned across ranks outside of a module's forward
     (DeepSpeed ZeRO-3, FSDP), where reading the head's weight directly is not safe; the full head is
-    kept there.
+    kept there. Packing needs lorapipe's per-row attention; a model that cannot take it (sliding
+    windows, attention outside transformers' AttentionInterface) trains on padded batches instead,
+    since not every model would keep packed rows apart on its own.
     """
+    from lorapipe.train.collate import DataCollator
     from lorapipe.train.loss import enable_label_only_loss
-    from lorapipe.train.packing import use_packed_attention
+    from lorapipe.train.packing import PackingCollator, packed_attention_unsupported, use_packed_attention
 
+    model = trainer.model
     plan = SpeedPlan()
     if t.loss_only_on_labels:
         if sharded:
@@ -52,11 +56,15 @@ def apply(t: TrainConfig, model, *, sharded: bool = False) -> SpeedPlan:
         else:
             plan.label_only = enable_label_only_loss(model)
     if t.packing:
-        plan.packing = True
-        plan.previous_attention = use_packed_attention(model)
-        if plan.previous_attention is None:
-            log.warning("train.packing: this model's attention computes the whole packed square "
-                        "(block-diagonal mask); packing is correct but may be slower than padding")
+        base = model.get_base_model() if hasattr(model, "get_base_model") else model
+        why = packed_attention_unsupported(base)
+        if why:
+            log.warning("train.packing: training on padded batches, because %s", why)
+        else:
+            plan.packing = True
+            plan.previous_attention = use_packed_attention(model)
+    trainer.data_collator = PackingCollator() if plan.packing else DataCollator(pad_token_id)
+    trainer.speed_plan = plan
     return plan
 
 
@@ -68,13 +76,6 @@ def undo(model, plan: SpeedPlan) -> None:
     if plan.label_only:
         disable_label_only_loss(model)
     restore_attention(model, plan.previous_attention)
-
-
-def collator(t: TrainConfig, pad_token_id: int):
-    from lorapipe.train.collate import DataCollator
-    from lorapipe.train.packing import PackingCollator
-
-    return PackingCollator() if t.packing else DataCollator(pad_token_id)
 
 
 def trainer_class():

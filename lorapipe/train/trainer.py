@@ -171,7 +171,7 @@ def run(cfg: PipelineConfig, train_file: Path, eval_file: Path | None, out_dir: 
 
     from lorapipe import models
     from lorapipe.train import distributed, speed
-    from lorapipe.train.collate import encode_rows
+    from lorapipe.train.collate import DataCollator, encode_rows
     from lorapipe.train.lora import apply_lora
 
     _check_hardware(cfg)
@@ -218,11 +218,11 @@ def run(cfg: PipelineConfig, train_file: Path, eval_file: Path | None, out_dir: 
     args = training_arguments(world_cfg, out_dir, bool(eval_enc), len(train_enc))
     trainer = speed.trainer_class()(model=model, args=args, train_dataset=_Rows(train_enc),
                                     eval_dataset=_Rows(eval_enc) if eval_enc else None,
-                                    data_collator=speed.collator(cfg.train, tokenizer.pad_token_id),
-                                    processing_class=tokenizer)
-    sharded = bool(getattr(trainer, "is_fsdp_enabled", False) or (
-        getattr(trainer, "is_deepspeed_enabled", False) and world_cfg.distributed.zero_stage == 3))
-    trainer.speed_plan = speed.apply(cfg.train, model, sharded=sharded)
+                                    data_collator=DataCollator(tokenizer.pad_token_id), processing_class=tokenizer)
+    # Label-only head, packing: see lorapipe/train/speed.py (sets the collator and trainer.speed_plan)
+    speed.apply(cfg.train, trainer, tokenizer.pad_token_id, sharded=bool(
+        getattr(trainer, "is_fsdp_enabled", False)
+        or (getattr(trainer, "is_deepspeed_enabled", False) and world_cfg.distributed.zero_stage == 3)))
 
     # Rank 0 checks the checkpoints' key (and clears stale ones) while the other ranks wait, then every
     # rank resumes from the same newest checkpoint.

@@ -181,8 +181,9 @@ def test_head_cross_entropy_gradients_including_a_trainable_head(with_bias, monk
 @pytest.mark.parametrize("attr,value,reason", [
     ("final_logit_softcapping", 30.0, "its config sets `final_logit_softcapping`"),
     ("logit_scale", 0.5, "its config sets `logit_scale`"),
+    ("output_router_logits", True, "its forward adds a router auxiliary loss"),
 ])
-def test_models_that_transform_logits_keep_the_full_head(tiny_model_dir, attr, value, reason):
+def test_models_the_label_only_head_does_not_fit_keep_the_full_head(tiny_model_dir, attr, value, reason):
     model = _peft_model(tiny_model_dir)
     setattr(model.get_base_model().config, attr, value)
     assert reason in label_only_unsupported(model.get_base_model())
@@ -216,7 +217,7 @@ def trained(tiny_model_dir, tmp_path_factory):
             task={"name": "speed", "description": "names", "system_prompt": "Extract the name as JSON."},
             base_model=str(tiny_model_dir), data={"train_file": str(root / "train.jsonl")},
             lora={"r": 4, "lora_alpha": 8, "lora_dropout": 0.0},
-            train={"max_steps": 3, "per_device_train_batch_size": 4, "gradient_accumulation_steps": 1,
+            train={"max_steps": 3, "per_device_train_batch_size": 2, "gradient_accumulation_steps": 2,
                    "learning_rate": 0.02, "warmup_ratio": 0.0, "lr_scheduler_type": "constant",
                    "group_by_length": False, "load_best_model_at_end": False, "logging_steps": 1,
                    "seed": 5, **switches})
@@ -255,3 +256,24 @@ def test_adapter_loads_in_plain_peft_and_changes_the_logits(trained, tiny_model_
         tuned = PeftModel.from_pretrained(base, adapter).eval()
         after = tuned(ids).logits
     assert (after - before).abs().max().item() > 1e-3
+
+
+# ----------------------------------------------------------------------------------------- the plan
+@pytest.mark.parametrize("sliding_window,packed", [(None, True), (16, False)])
+def test_apply_packs_only_models_that_keep_rows_apart(tiny_model_dir, caplog, sliding_window, packed):
+    from types import SimpleNamespace
+
+    from lorapipe.config import TrainConfig
+    from lorapipe.train import speed
+
+    model = _peft_model(tiny_model_dir)
+    model.get_base_model().config.sliding_window = sliding_window
+    trainer = SimpleNamespace(model=model)
+    plan = speed.apply(TrainConfig(packing=True), trainer, pad_token_id=0)
+    assert trainer.speed_plan is plan and plan.label_only is True and plan.packing is packed
+    assert isinstance(trainer.data_collator, PackingCollator if packed else DataCollator)
+    if not packed:
+        assert "train.packing: training on padded batches, because it uses sliding-window attention" in caplog.text
+    speed.undo(model, plan)
+    assert model.get_base_model().config._attn_implementation == "sdpa"
+    assert model(**DataCollator(0)(_features()), use_cache=False, **{FLAG: True}).logits is not None
