@@ -179,6 +179,13 @@ class FakeOpenAI:
         with self._lock:
             return [replace(e) for e in self._log]
 
+    def settle(self, timeout_s: float = 5.0) -> None:
+        """Wait until no request is pending: a client can read its answer before the server thread
+        that wrote it has recorded the outcome."""
+        deadline = time.monotonic() + timeout_s
+        while any(e.outcome == "pending" for e in self.log) and time.monotonic() < deadline:
+            time.sleep(0.01)
+
     def count(self, outcome: str | None = None) -> int:
         """Requests so far (with that outcome, e.g. ``"ok"``, ``"429"``, ``"pending"``)."""
         return sum(1 for e in self.log if outcome is None or e.outcome == outcome)

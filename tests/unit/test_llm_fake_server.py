@@ -24,6 +24,7 @@ def test_official_client_gets_scripted_answers_in_order_and_models():
         with pytest.raises(openai.InternalServerError, match="the scripted answer queue is empty"):
             chat(client, "x")
         assert [m.id for m in client.models.list()] == ["a", "b"]
+        srv.settle()
         assert [e.outcome for e in srv.log] == ["ok", "ok", "error"]
 
 
@@ -52,6 +53,7 @@ def test_scripted_faults_reach_the_client_then_it_recovers(fault, error):
         with pytest.raises(error):
             chat(client, "x")
         assert chat(client, "x").choices[0].message.content == "echo: x"
+        srv.settle()
         assert [e.outcome for e in srv.log] == [fault, "ok"]
 
 
@@ -78,6 +80,7 @@ def test_fault_fn_decides_per_request():
     with FakeOpenAI(fault_fn=first_try_fails) as srv:
         client = oa(srv, max_retries=1)  # the official client's own retry recovers
         assert chat(client, "x").choices[0].message.content == "echo: x"
+        srv.settle()
         assert [e.outcome for e in srv.log] == ["500", "ok"]
 
 
@@ -86,6 +89,7 @@ def test_fault_rate_is_reproducible_with_a_seed():
         with FakeOpenAI(fault_rate=0.5, fault_kinds=("500",), seed=seed) as srv, httpx.Client() as http:
             for _ in range(20):
                 http.post(f"{srv.base_url}/chat/completions", json={"model": "m", "messages": []})
+            srv.settle()
             return [e.outcome for e in srv.log]
 
     assert outcomes(1) == outcomes(1)

@@ -52,6 +52,7 @@ def test_timeouts_are_retried():
     with FakeOpenAI(faults=["timeout", "timeout"], timeout_sleep_s=3.0) as srv:
         with client(srv.base_url, timeout_s=0.3) as llm:
             out = llm.complete(ask("slow"))
+        srv.settle()
         outcomes = [e.outcome for e in srv.log]
     assert out[0].text == "echo: slow"
     assert outcomes.count("ok") == 1 and len(outcomes) == 3
