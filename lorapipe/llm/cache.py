@@ -135,3 +135,26 @@ def open_cache(enabled: bool, cache_dir: str | Path | None) -> ResponseCache | N
     if not enabled or cache_dir is None:
         return None
     return ResponseCache(cache_dir)
+
+
+def split_cached(cache: ResponseCache | None, keys: list[str], usage: Any, prices: Any = None,
+                 progress: Any = None) -> tuple[list[Completion | None], dict[str, list[int]]]:
+    """Answer what the cache holds; return (results with hits filled in, key -> request indices to ask).
+
+    Requests with the same key are asked once. Shared by every client so cache hits are counted
+    (usage, progress) the same way everywhere.
+    """
+    results: list[Completion | None] = [None] * len(keys)
+    todo: dict[str, list[int]] = {}
+    hits = 0
+    for i, key in enumerate(keys):
+        hit = cache.get(key) if cache is not None and key not in todo else None
+        if hit is not None:
+            results[i] = hit
+            usage.add(hit, prices)
+            hits += 1
+        else:
+            todo.setdefault(key, []).append(i)
+    if hits and progress:
+        progress(hits)
+    return results, todo

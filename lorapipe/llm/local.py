@@ -16,7 +16,7 @@ from typing import Any
 
 from lorapipe.errors import TeacherError
 from lorapipe.llm.base import ChatRequest, Completion, Progress, Usage
-from lorapipe.llm.cache import ResponseCache, open_cache, request_key
+from lorapipe.llm.cache import ResponseCache, open_cache, request_key, split_cached
 
 DEFAULT_MODEL = "smollm2-135m-instruct"
 
@@ -78,20 +78,9 @@ class LocalLLM:
         A batch whose generation fails raises :class:`TeacherError`, or with ``raise_on_error=False``
         yields ``Completion(error=...)`` for its requests.
         """
-        results: list[Completion | None] = [None] * len(requests)
-        todo: dict[str, list[int]] = {}
-        hits = 0
-        for i, req in enumerate(requests):
-            key = (request_key(self.identity(), req, self.cfg.seed + req.sample_index) if self.cache is not None
-                   else str(i))
-            if self.cache is not None and key not in todo and (hit := self.cache.get(key)) is not None:
-                results[i] = hit
-                self.usage.add(hit, self.cfg.prices)
-                hits += 1
-            else:
-                todo.setdefault(key, []).append(i)
-        if hits and progress:
-            progress(hits)
+        keys = [request_key(self.identity(), req, self.cfg.seed + req.sample_index) if self.cache is not None
+                else str(i) for i, req in enumerate(requests)]
+        results, todo = split_cached(self.cache, keys, self.usage, self.cfg.prices, progress)
         # One generate() call per group of requests that share sampling settings.
         groups: dict[tuple, list[str]] = {}
         for key, idxs in todo.items():

@@ -34,7 +34,7 @@ from typing_extensions import Self
 
 from lorapipe.errors import ConfigError, TeacherError
 from lorapipe.llm.base import ChatRequest, Completion, Progress, Usage
-from lorapipe.llm.cache import ResponseCache, open_cache, request_key
+from lorapipe.llm.cache import ResponseCache, open_cache, request_key, split_cached
 
 log = logging.getLogger(__name__)
 
@@ -142,21 +142,9 @@ class OpenAICompatLLM:
         Identical requests (same key) in one call are sent once. With ``raise_on_error=False`` a
         request that fails for good yields ``Completion(text="", error=...)`` instead of raising.
         """
-        results: list[Completion | None] = [None] * len(requests)
-        todo: dict[str, list[int]] = {}
-        hits = 0
         ident = self.identity()
-        for i, req in enumerate(requests):
-            key = request_key(ident, req, self.seed_for(req))
-            hit = self.cache.get(key) if self.cache is not None and key not in todo else None
-            if hit is not None:
-                results[i] = hit
-                self.usage.add(hit, self.cfg.prices)
-                hits += 1
-            else:
-                todo.setdefault(key, []).append(i)
-        if hits and progress:
-            progress(hits)
+        keys = [request_key(ident, req, self.seed_for(req)) for req in requests]
+        results, todo = split_cached(self.cache, keys, self.usage, self.cfg.prices, progress)
         if todo:
             self._run(requests, todo, results, progress, raise_on_error)
         return results  # type: ignore[return-value]
