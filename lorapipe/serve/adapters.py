@@ -108,6 +108,31 @@ class DirectoryAdapterSource:
         return out
 
 
+class ChainedAdapterSource:
+    """Several sources served as one (``--adapters DIR`` and ``--registry URL`` together): a name
+    resolves in the first source that has it; the listing is their union, the first source winning."""
+
+    def __init__(self, sources: list[AdapterSource]):
+        if not sources:
+            raise ServeError("no adapter source: pass --adapters DIR and/or --registry URL")
+        self.sources = list(sources)
+
+    def resolve(self, name: str) -> ResolvedAdapter:
+        missing = []
+        for source in self.sources:
+            try:
+                return source.resolve(name)
+            except AdapterNotFound as e:
+                missing.append(str(e))
+        raise AdapterNotFound("; ".join(missing))
+
+    def snapshot(self) -> dict[str, str]:
+        out: dict[str, str] = {}
+        for source in reversed(self.sources):
+            out.update(source.snapshot())
+        return out
+
+
 def stamp(path: Path) -> str:
     """Cheap change token: names, sizes and mtimes of the folder's files (no hashing)."""
     h = hashlib.sha256()

@@ -63,14 +63,15 @@ class ServerThread:
         self.stop()
 
 
-def run(*, base: str, adapters: Path, host: str = "127.0.0.1", port: int = 8000, keys: Path | None = None,
+def run(*, base: str, adapters: Path | None = None, registry: str | None = None, host: str = "127.0.0.1", port: int = 8000, keys: Path | None = None,
         max_adapters: int = 8, batch_window_ms: float = 5.0, max_batch_size: int = 16,
         allow_unverified: bool = False, allow_pickle: bool = False, watch_interval_s: float | None = 1.0,
         lora_kernel: str = "stacked", device: str | None = None, warn: Any = print) -> None:
-    """Load the base once, then serve it and the adapters under ``adapters`` until interrupted."""
+    """Load the base once, then serve it and the adapters under ``adapters`` and/or in ``registry`` (a
+    registry URL: ``name``, ``name@vN``, ``name@ALIAS``; moving an alias hot-swaps) until interrupted."""
     import uvicorn
 
-    from lorapipe.serve.adapters import DirectoryAdapterSource
+    from lorapipe.serve.adapters import ChainedAdapterSource, DirectoryAdapterSource
     from lorapipe.serve.app import ServeSettings, create_app
     from lorapipe.serve.auth import KeyStore
     from lorapipe.serve.engine import Engine
@@ -79,7 +80,13 @@ def run(*, base: str, adapters: Path, host: str = "127.0.0.1", port: int = 8000,
     if store is None and not is_loopback(host):
         warn(f"warning: no --keys file: anyone who can reach {host}:{port} can use every adapter and the admin "
              "API. Pass --keys FILE (see lorapipe/serve/auth.py) or bind 127.0.0.1")
-    source = DirectoryAdapterSource(adapters)
+    sources: list = [DirectoryAdapterSource(adapters)] if adapters is not None else []
+    if registry is not None:
+        from lorapipe.models import cache_dir
+        from lorapipe.registry.source import RegistryAdapterSource
+
+        sources.append(RegistryAdapterSource(registry, cache_dir() / "registry-adapters", include_versions=True))
+    source = sources[0] if len(sources) == 1 else ChainedAdapterSource(sources)
     base_name = Path(base).name if Path(base).expanduser().exists() else base
     engine = Engine.from_spec(base, source=source, base_name=base_name, max_loaded_adapters=max_adapters,
                               batch_window_ms=batch_window_ms, max_batch_size=max_batch_size,
@@ -87,5 +94,6 @@ def run(*, base: str, adapters: Path, host: str = "127.0.0.1", port: int = 8000,
                               lora_kernel=lora_kernel, device=device)
     settings = ServeSettings(keys=store, watch_interval_s=watch_interval_s)
     app = create_app(settings, engine)
-    log.info("serving `%s` with adapters from %s on http://%s:%d", base_name, adapters, host, port)
+    log.info("serving `%s` with adapters from %s on http://%s:%d", base_name,
+             " and ".join(str(x) for x in (adapters, registry) if x is not None), host, port)
     uvicorn.run(app, host=host, port=port, log_level="info", timeout_graceful_shutdown=settings.shutdown_timeout_s)
