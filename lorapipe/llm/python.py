@@ -7,7 +7,9 @@ thread-safe)::
 
 It returns the answer text, or a dict with ``text`` and optionally ``prompt_tokens`` and
 ``completion_tokens``. Accepting ``**_`` keeps a function working when parameters are added later.
-Answers are not cached: a function is cheap to call again and its code may have changed.
+With ``cache: true`` (the default) answers are cached like an endpoint's, keyed also by the sha256
+of the function's source file: editing the module asks again, and a rebuild (``lorapipe rebuild``)
+replays the recorded answers without needing the files the function reads.
 """
 
 from __future__ import annotations
@@ -21,6 +23,8 @@ from typing import Any
 
 from lorapipe.errors import ConfigError, TeacherError
 from lorapipe.llm.base import ChatRequest, Completion, Progress, Usage
+from lorapipe.llm.cache import ResponseCache, open_cache, request_key, split_cached
+from lorapipe.manifest import sha256_file
 
 
 def load_function(spec: str, search_path: str | Path | None = None) -> Callable[..., Any]:
@@ -56,12 +60,14 @@ class PythonLLM:
     """Client calling ``cfg.function`` (``cfg.kind == "python"``)."""
 
     def __init__(self, cfg: Any, cache_dir: str | Path | None = None, *, search_path: str | Path | None = None):
-        # cache_dir is accepted for a uniform factory signature; answers are never cached (see above).
         if not cfg.function:
             raise ConfigError("a python teacher/judge needs `function: module:function`")
         self.cfg = cfg
         self.usage = Usage()
         self.fn = load_function(cfg.function, search_path)
+        self.source_file = inspect.getsourcefile(self.fn) if inspect.isfunction(self.fn) else None
+        self.source_sha256 = sha256_file(Path(self.source_file)) if self.source_file else None
+        self.cache: ResponseCache | None = open_cache(cfg.cache, cache_dir)
         try:
             params = inspect.signature(self.fn).parameters.values()
             self._takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params)
@@ -70,7 +76,7 @@ class PythonLLM:
             self._takes_any, self._accepts = True, set()
 
     def identity(self) -> dict[str, Any]:
-        return {"kind": "python", "function": self.cfg.function}
+        return {"kind": "python", "function": self.cfg.function, "source_sha256": self.source_sha256}
 
     def _params(self, request: ChatRequest) -> dict[str, Any]:
         params = request.params()
@@ -80,15 +86,21 @@ class PythonLLM:
 
     def complete(self, requests: list[ChatRequest], progress: Progress | None = None, *,
                  raise_on_error: bool = True) -> list[Completion]:
-        """Call the function once per request, in order."""
-        out = []
-        for req in requests:
+        """Call the function once per request, in order (cached answers are not asked again)."""
+        keys = [request_key(self.identity(), req, self.cfg.seed + req.sample_index) if self.cache is not None
+                else str(i) for i, req in enumerate(requests)]
+        results, todo = split_cached(self.cache, keys, self.usage, self.cfg.prices, progress)
+        for key, idxs in todo.items():
+            req = requests[idxs[0]]
             comp = self._one(req, raise_on_error)
-            self.usage.add(comp, self.cfg.prices)
-            out.append(comp)
+            if self.cache is not None:
+                self.cache.put(key, comp, {"messages": req.messages, **req.params()})
+            for i in idxs:
+                results[i] = comp
+                self.usage.add(comp, self.cfg.prices)
             if progress:
-                progress(1)
-        return out
+                progress(len(idxs))
+        return results  # type: ignore[return-value]
 
     def _one(self, req: ChatRequest, raise_on_error: bool) -> Completion:
         spec = self.cfg.function
