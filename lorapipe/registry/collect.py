@@ -10,12 +10,15 @@ Files are stored under a *role* prefix, which is also the layout ``pull`` materi
     evaluate/*                ->   report/*            (report.html, ab.json, ...)
     config.json, run.json     ->   config/config.json, config/run.json   (also pipeline.yaml, run/*)
     data.inputs & co.         ->   inputs/<file name>  (when the raw files can still be found)
+    cache/ (teacher answers)  ->   cache/*             (a consistent SQLite snapshot: rebuilds replay it)
+    module:function files     ->   code/<module>.py    (teacher, judge, custom checks next to the config;
+                                                        also generate.template)
     any other folder/file     ->   extra/...           (files under 1 MiB only)
 
 A directory made by ``Registry.pull`` (roles already applied, plus ``version.json``) can be pushed
 again as is, e.g. to copy a version from a local registry to S3.
 
-Never stored (recorded under ``skipped``): ``cache/`` (teacher answers), ``checkpoint-*`` folders,
+Never stored (recorded under ``skipped``): ``checkpoint-*`` folders,
 TensorBoard event files (their folders are linked under ``logs``), hidden and ``*.tmp`` files.
 Only ``train/adapter`` is required in a run directory; everything else is taken when present.
 """
@@ -23,7 +26,11 @@ Only ``train/adapter`` is required in a run directory; everything else is taken 
 from __future__ import annotations
 
 import json
+import shutil
 import socket
+import sqlite3
+import tempfile
+import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,7 +41,7 @@ from lorapipe.manifest import MANIFEST, sha256_file
 ADAPTER_CONFIG = "adapter_config.json"
 DATA_STAGES = ("generate", "score", "augment")
 STAGE_ROLES = {"split": "data", "evaluate": "report", "run": "config"}
-SKIP_DIRS = {"cache", "checkpoints", "__pycache__", ".git"}
+SKIP_DIRS = {"cache", "checkpoints", "__pycache__", ".git"}  # "cache" of a run: taken apart (_take_cache)
 EXTRA_MAX_BYTES = 1 << 20
 PULLED_RECORD = "version.json"  # what Registry.pull writes next to the files
 TOP_CONFIG_FILES = ("pipeline.yaml", "config.json", "run.json")  # the resolved config, the run summary
@@ -112,6 +119,9 @@ def _walk_run(col: Collected) -> None:
         name = top.name
         if name.startswith(".") or name.endswith(".tmp"):
             continue
+        if name == "cache" and top.is_dir():
+            _take_cache(col, top)
+            continue
         if name in SKIP_DIRS:
             col.skipped.append(name)
             continue
@@ -141,6 +151,54 @@ def _walk_run(col: Collected) -> None:
                   or _load_yaml(root / "pipeline.yaml")
                   or (col.manifests.get("train") or {}).get("config") or {})
     _find_inputs(col)
+    _find_code(col)
+
+
+def _take_cache(col: Collected, cache: Path) -> None:
+    """Store the run's answer caches as consistent snapshots (SQLite's backup API: WAL folded in)."""
+    dbs = sorted(p for p in cache.rglob("*") if p.is_file() and p.suffix in (".sqlite", ".db"))
+    if not dbs:
+        return
+    tmp = Path(tempfile.mkdtemp(prefix="lorapipe-cache-snapshot-"))
+    weakref.finalize(col, shutil.rmtree, tmp, True)  # the snapshot lives as long as the push needs it
+    for db in dbs:
+        rel = db.relative_to(cache).as_posix()
+        snap = tmp / rel
+        snap.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            src, dst = sqlite3.connect(f"file:{db}?mode=ro", uri=True), sqlite3.connect(snap)
+            try:
+                src.backup(dst)
+            finally:
+                src.close()
+                dst.close()
+        except sqlite3.DatabaseError as e:
+            col.skipped.append(f"cache/{rel} (unreadable: {e})")
+            continue
+        col.files[f"cache/{rel}"] = snap
+
+
+def _function_specs(cfg: dict[str, Any]) -> list[str]:
+    specs = [c.get("function") for c in (cfg.get("teacher"), cfg.get("judge")) if isinstance(c, dict)]
+    rules = (cfg.get("score") or {}).get("rules") if isinstance(cfg.get("score"), dict) else None
+    if isinstance(rules, dict):
+        specs += [x for x in rules.get("custom") or [] if isinstance(x, str)]
+    return [x for x in specs if isinstance(x, str) and x.count(":") == 1]
+
+
+def _find_code(col: Collected) -> None:
+    """Store the user modules the config names (``module:function``) when they sit next to the config,
+    and ``generate.template``: a rebuild needs them, an installed package is recorded by version only."""
+    bases = [col.root.parent.parent, col.root, Path.cwd()]
+    wanted = [Path(*spec.split(":")[0].split(".")).with_suffix(".py").as_posix() for spec in _function_specs(col.config)]
+    template = (col.config.get("generate") or {}).get("template") if isinstance(col.config.get("generate"), dict) else None
+    if isinstance(template, str):
+        wanted.append(template)
+    for rel in dict.fromkeys(wanted):
+        p = Path(rel).expanduser()
+        found = next((c for c in ([p] if p.is_absolute() else [b / p for b in bases]) if c.is_file()), None)
+        if found is not None:
+            col.files[f"code/{p.name if p.is_absolute() else rel}"] = found
 
 
 def _walk_pulled(col: Collected) -> None:

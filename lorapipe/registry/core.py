@@ -57,6 +57,14 @@ _MAX_CLAIMS = 1000
 _HEADLINE = ("eval_loss", "train_loss", "loss", "perplexity", "eval_perplexity", "win_rate", "mean_score")
 
 
+_SUBSTANCE_ROLES = ("adapter/", "data/", "inputs/", "code/", "config/config.json", "config/pipeline.yaml")
+
+
+def _substance(hashes: dict[str, str]) -> dict[str, str]:
+    """The files that make a version what it is (for ``push(dedup=True)``)."""
+    return {rp: sha for rp, sha in hashes.items() if rp.startswith(_SUBSTANCE_ROLES)}
+
+
 def default_registry_url() -> str:
     """``$LORAPIPE_REGISTRY``, else ``$XDG_DATA_HOME/lorapipe/registry`` (``~/.local/share/...``)."""
     if url := os.environ.get("LORAPIPE_REGISTRY"):
@@ -186,7 +194,8 @@ class Registry:
         """Store a run directory (``runs/<task>``) or a bare adapter directory as ``name@vN``.
 
         Returns the new reference. ``parent`` (any reference) records lineage; ``dedup=True`` returns
-        the newest version instead of making a new one when its content is identical.
+        the newest version instead of making a new one when its substance is identical: adapter,
+        data, inputs, code and config (not the run's timings, logs or answer-cache snapshot).
         """
         check_name(name)
         parent_ref = str(self.resolve(parent)) if parent else None
@@ -195,7 +204,7 @@ class Registry:
         digest = sha256_json(hashes)
         if dedup and (versions := self.versions(name)):
             latest = Ref(name, versions[-1])
-            if self.record(latest).get("digest") == digest:
+            if _substance(self.record(latest).get("files") or {}) == _substance(hashes):
                 return str(latest)
         body = describe(col, hashes)
         self.store.create(MARKER, json.dumps({"format": "lorapipe-registry", "schema": SCHEMA}).encode())
