@@ -165,7 +165,8 @@ def predict(config: ConfigArg,
 def run(config: ConfigArg,
         force: Annotated[Optional[str], typer.Option(help="Re-run from this stage on (probe, generate, score, "
                                                      "augment, split, train, evaluate).")] = None,
-        push: Annotated[Optional[str], typer.Option(help="Register the adapter in the registry as NAME.")] = None,
+        push: Annotated[Optional[str], typer.Option(help="Register the run in the registry as NAME@vN (unless "
+                                                    "the newest NAME holds the same adapter, data and config).")] = None,
         registry: Annotated[Optional[str], typer.Option(help="Registry URL (default $LORAPIPE_REGISTRY or "
                                                         "~/.local/share/lorapipe/registry).")] = None,
         overrides: SetOpt = None) -> None:
@@ -201,12 +202,49 @@ def run(config: ConfigArg,
     if push:
         from lorapipe.registry import Registry, default_url
 
-        out["registered"] = Registry(registry or default_url()).push(push, result.run_dir)
+        # dedup: a rerun that changed nothing registers nothing new
+        out["registered"] = Registry(registry or default_url()).push(push, result.run_dir, dedup=True)
     lines = [f"adapter: {out['adapter']}"] + ([f"report:  {out['report']}"] if "report" in out else []) + (
         [f"registered: {out['registered']}"] if "registered" in out else []) + [
         f"stages run: {', '.join(result.ran) or 'none'}; skipped: {', '.join(result.skipped) or 'none'}; "
         f"total {out['seconds']:.0f} s"]
     emit(out, "\n".join(lines))
+
+
+@app.command()
+def rebuild(ref: Annotated[str, typer.Argument(help="Version to rebuild: NAME@vN, NAME@ALIAS or NAME.",
+                                               show_default=False)],
+            registry: Annotated[Optional[str], typer.Option(help="Registry URL (default $LORAPIPE_REGISTRY or "
+                                                            "~/.local/share/lorapipe/registry).")] = None,
+            out: Annotated[Optional[Path], typer.Option("--out", help="New directory for the rebuild (default: "
+                                                        "rebuilds/NAME-vN).", show_default=False)] = None,
+            atol: Annotated[float, typer.Option(help="Largest absolute difference allowed between the recorded "
+                                                "and rebuilt adapter weights.")] = 1e-4,
+            rtol: Annotated[float, typer.Option(help="Relative tolerance for recorded metrics.")] = 0.02,
+            evaluate: Annotated[bool, typer.Option("--evaluate/--no-evaluate", help="Also re-run the A/B "
+                                                   "evaluation (slow on CPU).")] = True) -> None:
+    """Re-run a registered version's pipeline from its recorded inputs, config and teacher answers into
+    a new directory, and compare: data hashes, adapter weights (within --atol), metrics (--rtol).
+    Exit code 1 when something differs."""
+    from lorapipe.registry import Registry, default_url
+    from lorapipe.registry.rebuild import rebuild as do_rebuild
+
+    report = do_rebuild(Registry(registry or default_url()), ref, out, atol=atol, rtol=rtol, evaluate=evaluate)
+    d = report.as_dict()
+    w = report.weights
+    same = sum(1 for x in report.data.values() if x["same"])
+    lines = [f"rebuild of {report.ref}: {'REPRODUCED' if report.ok else 'DIFFERENT'}  ({report.out_dir}, "
+             f"{report.seconds:.0f} s)",
+             f"  data:    {same}/{len(report.data)} files identical (sha256)",
+             f"  weights: max |diff| {w.get('max_abs_diff')} over {w.get('tensors')} tensors "
+             f"({'bit-identical' if w.get('identical') else 'within' if report.weights_ok else 'over'} "
+             f"atol {w.get('atol')})",
+             f"  metrics: {sum(m['ok'] for m in report.metrics.values())}/{len(report.metrics)} within rtol {rtol}",
+             f"  teacher/judge calls not served by the recorded cache: {sum(report.new_calls.values())}"]
+    lines += [f"  differs: {x}" for x in report.differences()]
+    emit(d, "\n".join(lines))
+    if not report.ok:
+        raise typer.Exit(1)
 
 
 # ---- registry: a sub-app (ls, show, push, pull, promote, rollback, history, diff, verify) --------
@@ -449,8 +487,13 @@ def serve(config: Annotated[Optional[Path], typer.Option("--config", help="pipel
           base: Annotated[Optional[str], typer.Option("--base", help="Base model spec (default: config's "
                                                       "base_model, else smollm2-135m-instruct).",
                                                       show_default=False)] = None,
-          adapters: Annotated[Path, typer.Option("--adapters", help="Directory of adapters: each subfolder is "
-                                                 "one adapter, named after the folder.", show_default=False)] = ...,
+          adapters: Annotated[Optional[Path], typer.Option("--adapters", help="Directory of adapters: each "
+                                                           "subfolder is one adapter, named after the folder.",
+                                                           show_default=False)] = None,
+          registry: Annotated[Optional[str], typer.Option("--registry", help="Also serve a registry's adapters "
+                                                          "(a path or fsspec URL): `name` (its prod alias, else "
+                                                          "the newest), `name@v3`, `name@prod`; moving an alias "
+                                                          "hot-swaps.", show_default=False)] = None,
           host: Annotated[Optional[str], typer.Option("--host", help="Interface (default: serve.host, "
                                                       "127.0.0.1).", show_default=False)] = None,
           port: Annotated[Optional[int], typer.Option("--port", help="Port (default: serve.port, 8000).",
@@ -481,8 +524,8 @@ def serve(config: Annotated[Optional[Path], typer.Option("--config", help="pipel
                                                                  "serve`, repeatable, e.g. --vllm-arg=--dtype "
                                                                  "--vllm-arg=bfloat16.")] = None) -> None:
     """Serve the base model and every adapter in --adapters over an OpenAI-compatible API
-    (/v1/chat/completions, /v1/completions, /v1/models), with hot-swap (/admin/adapters and the
-    directory watch), API keys per tenant, /health and /metrics."""
+    (/v1/chat/completions, /v1/completions, /v1/models), with hot-swap (/admin/adapters, the
+    directory watch, registry aliases), API keys per tenant, /health and /metrics."""
     from lorapipe.config import ServeConfig
     from lorapipe.serve import server
 
@@ -493,8 +536,19 @@ def serve(config: Annotated[Optional[Path], typer.Option("--config", help="pipel
         from lorapipe.errors import ConfigError
 
         raise ConfigError(f"--engine: `{engine}` is not an engine; use `builtin` or `vllm`")
+    if adapters is None and registry is None:
+        from lorapipe.errors import ConfigError
+
+        raise ConfigError("serve: nothing to serve adapters from; pass --adapters DIR (a folder of adapter "
+                          "folders) and/or --registry URL")
     if engine == "vllm":
         from lorapipe.serve import vllm
+
+        if registry is not None or adapters is None:
+            from lorapipe.errors import ConfigError
+
+            raise ConfigError("--engine vllm serves an --adapters DIR; for a registry, `lorapipe registry pull` "
+                              "the versions into one first")
 
         vllm.run(base=spec, adapters=adapters, host=host or sc.host, port=port or sc.port, keys=keys,
                  max_adapters=max_adapters or sc.max_loaded_adapters, vllm_port=vllm_port,
@@ -506,7 +560,7 @@ def serve(config: Annotated[Optional[Path], typer.Option("--config", help="pipel
         from lorapipe.errors import ConfigError
 
         raise ConfigError("--dry-run prints the vLLM command line: use it with --engine vllm")
-    server.run(base=spec, adapters=adapters, host=host or sc.host, port=port or sc.port, keys=keys,
+    server.run(base=spec, adapters=adapters, registry=registry, host=host or sc.host, port=port or sc.port, keys=keys,
                max_adapters=max_adapters or sc.max_loaded_adapters, batch_window_ms=sc.batch_window_ms,
                max_batch_size=sc.max_batch_size, allow_unverified=allow_unverified, allow_pickle=allow_pickle,
                watch_interval_s=watch or None, lora_kernel=lora_kernel,
