@@ -19,7 +19,7 @@ $(STAMP): pyproject.toml scripts/setup.sh
 	@touch $(STAMP)
 
 demo: setup
-	$(BIN)/lorapipe run examples/contact-extraction/pipeline.yaml
+	$(BIN)/lorapipe run examples/contact-extraction/pipeline.yaml --push contact-extraction
 
 test: setup
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
@@ -35,4 +35,4 @@ lint: setup
 	$(BIN)/ruff check .
 
 clean:
-	rm -rf $(VENV) examples/*/runs .pytest_cache
+	rm -rf $(VENV) examples/*/runs rebuilds .pytest_cache

@@ -91,21 +91,21 @@ def collect(path: str | Path) -> Collected:
     return col
 
 
-def _walk(col: Collected, base: Path, role_of, limit: int | None) -> None:
+def _walk(col: Collected, base: Path, role_of, limit: int | None, skip_dirs: set[str] = SKIP_DIRS) -> None:
     """Add every file below ``base`` under ``role_of(relative path)``, skipping what is never stored."""
     for p in sorted(base.rglob("*")):
         rel = p.relative_to(base).as_posix()
         parts = p.relative_to(base).parts
-        if any(x.startswith((".", "checkpoint-")) or x in SKIP_DIRS for x in parts[:-1]):
+        if any(x.startswith((".", "checkpoint-")) or x in skip_dirs for x in parts[:-1]):
             continue
         if p.is_dir():
-            if p.name.startswith("checkpoint-") or p.name in SKIP_DIRS:
+            if p.name.startswith("checkpoint-") or p.name in skip_dirs:
                 col.skipped.append(str(p.relative_to(col.root)))
             if any(c.name.startswith("events.out.tfevents") for c in p.iterdir() if c.is_file()):
                 col.tensorboard.append(str(p))
             continue
         name = p.name
-        if name.startswith((".", "events.out.tfevents")) or name.endswith(".tmp"):
+        if name.startswith((".", "events.out.tfevents")) or name.endswith((".tmp", "-wal", "-shm", "-journal")):
             continue
         if limit is not None and p.stat().st_size > limit:
             col.skipped.append(str(p.relative_to(col.root)))
@@ -203,7 +203,7 @@ def _find_code(col: Collected) -> None:
 
 def _walk_pulled(col: Collected) -> None:
     """A directory made by ``Registry.pull``: files are already under their roles (push it elsewhere)."""
-    _walk(col, col.root, lambda rel: rel, limit=None)
+    _walk(col, col.root, lambda rel: rel, limit=None, skip_dirs=SKIP_DIRS - {"cache"})  # cache/: a snapshot
     col.files.pop(PULLED_RECORD, None)
     rec = _load_json(col.root / PULLED_RECORD) or {}
     for rp in col.files:

@@ -102,5 +102,9 @@ def make_run_dir(base_dir: str | Path, task: str = "contacts", *, seed: int = 0,
     (ev / "ab.json").write_text(json.dumps({"win_rate": win_rate}))
     _manifest(ev, "evaluate", {"max_new_tokens": 96}, metrics={"win_rate": win_rate, "eval_loss": eval_loss})
     (run / "cache").mkdir(exist_ok=True)
-    (run / "cache" / "answers.json").write_text("{}")
+    (run / "cache" / "answers.json").write_text("{}")  # not an answer cache: never stored
+    from lorapipe.llm.base import Completion
+    from lorapipe.llm.cache import ResponseCache
+
+    ResponseCache(run / "cache").put("k" * 64, Completion(text=f"answer {seed}"))
     return run

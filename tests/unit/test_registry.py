@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from lorapipe.errors import RegistryError
+from lorapipe.llm.cache import CACHE_FILE, ResponseCache
 from lorapipe.registry import Ref, Registry
 from lorapipe.registry.core import blob_key
 from lorapipe.registry.testing import make_adapter_dir, make_run_dir
@@ -47,12 +48,15 @@ def test_push_run_dir_records_everything(reg: Registry, tmp_path: Path) -> None:
     assert rec["code"]["git_revision"] == "abc123" and rec["pushed_with"]["lorapipe"]
     assert rec["logs"]["tensorboard"] == [str(run / "train" / "runs" / "tb")]
     assert rec["inputs"]["files"]["inputs"]["stored"] == "inputs/inputs.txt"
-    assert set(rec["skipped"]) == {"cache", "train/checkpoint-10"}
+    assert set(rec["skipped"]) == {"train/checkpoint-10"}
+    assert f"cache/{CACHE_FILE}" in rec["files"]  # the teacher answers, as a consistent SQLite snapshot
+    pulled = reg.pull("contacts@v1", tmp_path / "pulled", roles=["cache"])
+    assert ResponseCache(pulled / "cache").get("k" * 64).text == "answer 0"
     files = rec["files"]
     assert {"adapter/adapter_config.json", "adapter/adapter_model.safetensors", "adapter/manifest.json",
             "data/train.jsonl", "data/eval.jsonl", "data/generate/generated.jsonl", "report/report.html",
             "report/ab.json", "config/config.json", "config/run.json", "inputs/inputs.txt"} <= set(files)
-    assert not any("checkpoint" in f or "tfevents" in f or f.startswith("cache") for f in files)
+    assert not any("checkpoint" in f or "tfevents" in f or f == "cache/answers.json" for f in files)
     assert rec["aliases"] == []
 
 
@@ -112,7 +116,7 @@ def test_pull_roles_and_refuses_foreign_dest(reg: Registry, tmp_path: Path) -> N
     reg.push("contacts", make_run_dir(tmp_path / "a"))
     out = reg.pull("contacts", tmp_path / "only", roles=["adapter"])
     assert sorted(p.name for p in out.iterdir()) == ["adapter", "version.json"]
-    with pytest.raises(RegistryError, match=r"contacts@v1: no files with role weights; it has adapter, config"):
+    with pytest.raises(RegistryError, match=r"contacts@v1: no files with role weights; it has adapter, cache, config"):
         reg.pull("contacts", tmp_path / "x", roles=["weights"])
     busy = tmp_path / "busy"
     busy.mkdir()
@@ -146,6 +150,9 @@ def test_dedup_returns_identical_latest(reg: Registry, tmp_path: Path) -> None:
     assert reg.push("c", run) == "c@v1"
     assert reg.push("c", run, dedup=True) == "c@v1"
     assert reg.versions("c") == [1]
+    # a rerun that skipped every stage rewrites run.json (timings): not a new version
+    (run / "run.json").write_text('{"ran": [], "skipped": ["train"], "seconds": {}}')
+    assert reg.push("c", run, dedup=True) == "c@v1"
     (run / "split" / "train.jsonl").write_text("{}\n")
     assert reg.push("c", run, dedup=True) == "c@v2"
 
@@ -205,7 +212,7 @@ def test_diff(reg: Registry, tmp_path: Path) -> None:
 
 def test_verify_and_pull_detect_corruption(reg: Registry, tmp_path: Path) -> None:
     reg.push("c", make_run_dir(tmp_path / "a"))
-    assert reg.verify("c") == {"ref": "c@v1", "ok": True, "files": 17, "blobs": 16,
+    assert reg.verify("c") == {"ref": "c@v1", "ok": True, "files": 18, "blobs": 17,
                                "bytes": sum(reg.record("c")["sizes"].values()), "problems": []}
     sha = reg.record("c")["files"]["adapter/adapter_model.safetensors"]
     blob = Path(reg.url) / blob_key(sha)

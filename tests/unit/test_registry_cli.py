@@ -63,7 +63,7 @@ def test_human_output(cli, tmp_path: Path) -> None:
     assert "contacts@v1" in cli("ls").stdout and "prod->v1" in cli("ls").stdout
     shown = cli("show", "contacts@prod").stdout
     assert "contacts@v1" in shown and "base model: tiny-llama" in shown and "train.jsonl" in shown
-    assert "contacts@v1: ok (17 files" in cli("verify", "contacts").stdout
+    assert "contacts@v1: ok (18 files" in cli("verify", "contacts").stdout
     cli("push", "contacts", str(make_run_dir(tmp_path / "b", r=16)))
     d = cli("diff", "contacts@v1", "contacts@v2").stdout
     assert "lora.r" in d and "files: 0 added, 0 removed" in d
