@@ -5,7 +5,7 @@ Why not the embedded model as a few-shot teacher? Measured on these messages (th
 checks (12 s an answer: it mostly repeats the worked examples); with a compact prompt
 (``generate.template``: system prompt + message) 2 of 24 passed, at 4.4 s an answer. A 135M model
 cannot extract contacts from signatures, forwarded mail and chatty texts reliably; filtering ~8 %
-of answers would need ~5,000 generations (~6 hours here) for the demo's ~360 rows. The local teacher
+of answers would need ~5,000 generations (~6 hours here) for the demo's ~440 rows. The local teacher
 is one line away (``--set teacher.kind=local``; the few-shot examples are in pipeline.yaml) and is
 the right choice with a stronger local model or an endpoint (``kind: openai``).
 
