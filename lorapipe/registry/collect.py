@@ -189,16 +189,13 @@ def _function_specs(cfg: dict[str, Any]) -> list[str]:
 def _find_code(col: Collected) -> None:
     """Store the user modules the config names (``module:function``) when they sit next to the config,
     and ``generate.template``: a rebuild needs them, an installed package is recorded by version only."""
-    bases = [col.root.parent.parent, col.root, Path.cwd()]
     wanted = [Path(*spec.split(":")[0].split(".")).with_suffix(".py").as_posix() for spec in _function_specs(col.config)]
     template = (col.config.get("generate") or {}).get("template") if isinstance(col.config.get("generate"), dict) else None
     if isinstance(template, str):
         wanted.append(template)
     for rel in dict.fromkeys(wanted):
-        p = Path(rel).expanduser()
-        found = next((c for c in ([p] if p.is_absolute() else [b / p for b in bases]) if c.is_file()), None)
-        if found is not None:
-            col.files[f"code/{p.name if p.is_absolute() else rel}"] = found
+        if (found := _locate(col, rel)) is not None:
+            col.files[f"code/{found.name if Path(rel).expanduser().is_absolute() else rel}"] = found
 
 
 def _walk_pulled(col: Collected) -> None:
@@ -219,15 +216,12 @@ def _walk_pulled(col: Collected) -> None:
 def _find_inputs(col: Collected) -> None:
     """Store the raw input files the config names, when they can still be found next to the run."""
     data = col.config.get("data") if isinstance(col.config.get("data"), dict) else {}
-    # default layout: <dir of pipeline.yaml>/runs/<task>, and paths in the config are relative to it
-    bases = [col.root.parent.parent, col.root, Path.cwd()]
     for fld in ("inputs", "train_file", "eval_file"):
         value = data.get(fld)
         if not value:
             continue
         entry: dict[str, Any] = {"path": str(value), "sha256": None, "stored": None}
-        p = Path(value).expanduser()
-        found = next((c for c in ([p] if p.is_absolute() else [b / p for b in bases]) if c.is_file()), None)
+        found = _locate(col, value)
         if found is not None:
             role = f"inputs/{found.name}"
             if role in col.files and col.files[role] != found:
@@ -235,6 +229,14 @@ def _find_inputs(col: Collected) -> None:
             col.files[role] = found
             entry.update(sha256=sha256_file(found), stored=role, found_at=str(found))
         col.inputs[fld] = entry
+
+
+def _locate(col: Collected, value: str) -> Path | None:
+    """A file the config names, where it can still be found: paths in the config are relative to the
+    directory of pipeline.yaml, and the default run layout is ``<that dir>/runs/<task>``."""
+    p = Path(value).expanduser()
+    candidates = [p] if p.is_absolute() else [b / p for b in (col.root.parent.parent, col.root, Path.cwd())]
+    return next((c for c in candidates if c.is_file()), None)
 
 
 def _load_json(p: Path) -> dict[str, Any] | None:

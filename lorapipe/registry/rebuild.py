@@ -27,6 +27,7 @@ from typing import Any
 
 from lorapipe.errors import RegistryError
 from lorapipe.manifest import MANIFEST, atomic_write_json, sha256_file
+from lorapipe.registry.collect import _load_json
 
 DATA_STAGES = ("generate", "score", "augment", "split")
 # where a stage's manifest lies in a pulled version
@@ -148,7 +149,7 @@ def rebuild(registry: Any, ref: str, out_dir: str | Path | None = None, *, atol:
     result = Pipeline(cfg).run(only=only)
     report = RebuildReport(str(r), str(out))
     for stage, manifest in result.manifests.items():
-        old = _load(recorded / PULLED_MANIFEST[stage] / MANIFEST) if stage in PULLED_MANIFEST else None
+        old = _load_json(recorded / PULLED_MANIFEST[stage] / MANIFEST) if stage in PULLED_MANIFEST else None
         if old is None:
             continue
         if stage in DATA_STAGES:
@@ -206,9 +207,3 @@ def _compare_metrics(stage: str, old: dict[str, Any], new: dict[str, Any], rtol:
         out[f"{stage}.{k}"] = {"recorded": v, "rebuilt": w, "ok": bool(ok)}
     return out
 
-
-def _load(p: Path) -> dict[str, Any] | None:
-    try:
-        return json.loads(p.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
