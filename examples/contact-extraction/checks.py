@@ -30,7 +30,9 @@ def contact_fields(input_text: str, output: str) -> tuple[float, str]:
     if obj is None:
         return 0.0, "output is not a JSON object"
     problems = []
-    emails = EMAIL.findall(input_text)
+    # Addresses on quoted lines ("> ...", "... wrote:") belong to an earlier message's author.
+    emails = EMAIL.findall("\n".join(line for line in input_text.splitlines()
+                                     if not line.lstrip().startswith(">") and not line.rstrip().endswith("wrote:")))
     email = obj.get("email")
     if emails and email not in emails:
         problems.append(f"email should be one of {emails}, got {email!r}")
