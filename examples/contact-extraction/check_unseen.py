@@ -23,13 +23,15 @@ KEYS = ("name", "email", "phone")
 
 
 def score(outputs: list[str], refs: list[dict]) -> tuple[int, Counter, list[int]]:
-    """(exact matches, misses per field, indices of the wrong answers)."""
+    """(exact matches, misses per field, indices of the wrong answers); exact match as the A/B counts it."""
+    from lorapipe.evaluate.ab import parse_json
+
     exact, misses, wrong = 0, Counter(), []
     for i, (out, ref) in enumerate(zip(outputs, refs)):
         want = {k: ref[k] for k in KEYS}
         try:
-            got = json.loads(out)
-        except json.JSONDecodeError:
+            got = parse_json(out)
+        except ValueError:
             got = None
         if got == want:
             exact += 1
@@ -52,12 +54,13 @@ def main() -> None:
 
     from lorapipe import generation, models
     from lorapipe.config import load_config
+    from lorapipe.data.formats import read_jsonl
 
     if not (a.adapter / "adapter_config.json").is_file():
         raise SystemExit(f"{a.adapter}: no adapter here; run the demo first "
                          "(lorapipe run examples/contact-extraction/pipeline.yaml) or pass --adapter DIR")
     cfg = load_config(a.config)
-    refs = [json.loads(line) for line in a.messages.read_text(encoding="utf-8").splitlines() if line.strip()]
+    refs = read_jsonl(a.messages)
     convs = [[{"role": "system", "content": cfg.task.system_prompt}, {"role": "user", "content": r["text"]}]
              for r in refs]
     model, tok, _ = models.load(cfg.base_model)

@@ -87,7 +87,8 @@ class PythonLLM:
     def complete(self, requests: list[ChatRequest], progress: Progress | None = None, *,
                  raise_on_error: bool = True) -> list[Completion]:
         """Call the function once per request, in order (cached answers are not asked again)."""
-        keys = [request_key(self.identity(), req, self.cfg.seed + req.sample_index) if self.cache is not None
+        ident = self.identity()
+        keys = [request_key(ident, req, self.cfg.seed + req.sample_index) if self.cache is not None
                 else str(i) for i, req in enumerate(requests)]
         results, todo = split_cached(self.cache, keys, self.usage, self.cfg.prices, progress)
         for key, idxs in todo.items():

@@ -113,6 +113,15 @@ def _walk(col: Collected, base: Path, role_of, limit: int | None, skip_dirs: set
         col.files[role_of(rel)] = p
 
 
+def stage_folder(stage: str) -> str | None:
+    """Where a run's stage folder (and its manifest.json) is stored, or None for a folder stored as extra."""
+    if stage == "train":
+        return "train"
+    if stage in DATA_STAGES:
+        return f"data/{stage}"
+    return STAGE_ROLES.get(stage)
+
+
 def _walk_run(col: Collected) -> None:
     root = col.root
     for top in sorted(root.iterdir()):
@@ -135,10 +144,8 @@ def _walk_run(col: Collected) -> None:
         if name == "train":
             _walk(col, top, lambda rel: f"adapter/{rel[len('adapter/'):]}" if rel.startswith("adapter/")
                   else f"train/{rel}", limit=None)
-        elif name in DATA_STAGES:
-            _walk(col, top, lambda rel, n=name: f"data/{n}/{rel}", limit=None)
-        elif name in STAGE_ROLES:
-            _walk(col, top, lambda rel, r=STAGE_ROLES[name]: f"{r}/{rel}", limit=None)
+        elif (folder := stage_folder(name)) is not None:
+            _walk(col, top, lambda rel, f=folder: f"{f}/{rel}", limit=None)
         else:
             _walk(col, top, lambda rel, n=name: f"extra/{n}/{rel}", limit=EXTRA_MAX_BYTES)
         for mpath in (top / MANIFEST, top / "adapter" / MANIFEST):

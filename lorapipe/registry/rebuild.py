@@ -27,12 +27,8 @@ from typing import Any
 
 from lorapipe.errors import RegistryError
 from lorapipe.manifest import MANIFEST, atomic_write_json, sha256_file
-from lorapipe.registry.collect import _load_json
+from lorapipe.registry.collect import _load_json, stage_folder
 
-DATA_STAGES = ("generate", "score", "augment", "split")
-# where a stage's manifest lies in a pulled version
-PULLED_MANIFEST = {"generate": "data/generate", "score": "data/score", "augment": "data/augment", "split": "data",
-                   "train": "train", "evaluate": "report"}
 _TIMING = ("runtime", "seconds", "_s", "per_second", "latency", "s_per")
 
 
@@ -149,10 +145,11 @@ def rebuild(registry: Any, ref: str, out_dir: str | Path | None = None, *, atol:
     result = Pipeline(cfg).run(only=only)
     report = RebuildReport(str(r), str(out))
     for stage, manifest in result.manifests.items():
-        old = _load_json(recorded / PULLED_MANIFEST[stage] / MANIFEST) if stage in PULLED_MANIFEST else None
+        folder = stage_folder(stage)  # where the pulled version keeps this stage's manifest
+        old = _load_json(recorded / folder / MANIFEST) if folder is not None else None
         if old is None:
             continue
-        if stage in DATA_STAGES:
+        if folder.startswith("data"):  # generate, score, augment (data/<stage>) and split (data/)
             for name, sha in sorted((old.get("outputs") or {}).items()):
                 new = (manifest.outputs or {}).get(name)
                 report.data[f"{stage}/{name}"] = {"recorded": sha, "rebuilt": new, "same": sha == new}
