@@ -217,3 +217,29 @@ def test_score_run_resumes_from_its_journal(tmp_path):
     m = score.run(cfg, judge, gen, tmp_path / "score")
     assert m.extra["resumed"] == 16  # one chunk of rows was journaled before the crash
     assert len(judge.requests) == 40 - 16 and m.metrics["rows"] == 40
+
+
+def test_editing_a_custom_check_changes_the_stage_key(tmp_path):
+    """Stages that score (probe, score, augment, evaluate) key on the check's source, not only the YAML."""
+    cfg = make_cfg(tmp_path, score={"rules": {"custom": ["my_checks:ok"]}})
+    before = cfg.section_hash("task", "score")
+    assert cfg.section_hash("task", "score") == before
+    assert cfg.section_hash("task") == make_cfg(tmp_path).section_hash("task")  # no score section, no sources
+    (tmp_path / "my_checks.py").write_text((tmp_path / "my_checks.py").read_text() + "\n# stricter now\n")
+    assert cfg.section_hash("task", "score") != before
+
+
+def test_a_rerun_rescores_after_a_custom_check_is_edited(tmp_path):
+    cfg = make_cfg(tmp_path, score={"rules": {"custom": ["my_checks:ok"]}})
+    gen = tmp_path / "generated.jsonl"
+    gen.write_text(json.dumps(make_row(cfg.task.system_prompt, INPUT, GOOD, id="r1", source_id="r1", origin="teacher")) + "\n")
+    first = score.run(cfg, None, gen, tmp_path / "score")
+    assert first.metrics["kept"] == 1
+    (tmp_path / "my_checks.py").write_text((tmp_path / "my_checks.py").read_text().replace(
+        "def ok(inp, out): return True", "def ok(inp, out): return False"))
+    import sys
+    sys.modules.pop("my_checks", None)
+    second = score.run(make_cfg(tmp_path, score={"rules": {"custom": ["my_checks:ok"]}}), None, gen,
+                       tmp_path / "score")
+    assert second.config_hash != first.config_hash
+    assert second.metrics["kept"] == 0
