@@ -172,6 +172,9 @@ class LoraConfig(Section):
     bias: Literal["none", "all", "lora_only"] = Field("none", description="Which biases to train.")
     use_rslora: bool = Field(False, description="Rank-stabilised scaling alpha / sqrt(r).")
     use_dora: bool = Field(False, description="Weight-decomposed LoRA (DoRA).")
+    layers_to_transform: list[int] | None = Field(
+        None, description="Adapt only these decoder layers (0 is the one nearest the embeddings); default: all. "
+        "Backward stops at the lowest adapted layer, so adapting the upper layers trains faster.")
     quantization: Literal["4bit", "8bit"] | None = Field(None, description="QLoRA base quantization (CUDA).")
 
     @field_validator("target_modules")
@@ -180,6 +183,15 @@ class LoraConfig(Section):
         if isinstance(v, list) and not v:
             raise ValueError("list at least one module name, or use `all-linear`")
         return v
+
+    @field_validator("layers_to_transform")
+    @classmethod
+    def _layers(cls, v: list[int] | None) -> list[int] | None:
+        if v is None:
+            return None
+        if not v or min(v) < 0:
+            raise ValueError("list the layer indices to adapt (0, 1, ...), or leave it out to adapt every layer")
+        return sorted(set(v))
 
 
 class TrainConfig(Section):

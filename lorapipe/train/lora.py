@@ -26,6 +26,19 @@ def check_target_modules(cfg: LoraConfig, model) -> list[str] | str:
     return list(cfg.target_modules)
 
 
+def check_layers(cfg: LoraConfig, model) -> list[int] | None:
+    """Return ``layers_to_transform``, or raise ConfigError when it names a layer the model lacks."""
+    if cfg.layers_to_transform is None:
+        return None
+    n = getattr(getattr(model, "config", None), "num_hidden_layers", None)
+    if n is not None and max(cfg.layers_to_transform) >= n:
+        missing = [i for i in cfg.layers_to_transform if i >= n]
+        raise ConfigError("1 problem with lora.layers_to_transform:",
+                          [f"lora.layers_to_transform: layer(s) {missing} do not exist; this model has {n} "
+                           f"decoder layers, numbered 0-{n - 1}"])
+    return list(cfg.layers_to_transform)
+
+
 def peft_config(cfg: LoraConfig, model):
     """Build ``peft.LoraConfig`` for a causal LM from lorapipe's ``lora`` section."""
     from peft import LoraConfig as PeftLoraConfig
@@ -40,6 +53,7 @@ def peft_config(cfg: LoraConfig, model):
         bias=cfg.bias,
         use_rslora=cfg.use_rslora,
         use_dora=cfg.use_dora,
+        layers_to_transform=check_layers(cfg, model),
     )
 
 

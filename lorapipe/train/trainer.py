@@ -153,6 +153,22 @@ def training_arguments(cfg: PipelineConfig, out_dir: Path, has_eval: bool, n_tra
     )
 
 
+def _final_eval_loss(trainer) -> float | None:
+    """The eval loss of the weights training ended with, read from the Trainer's own evaluations.
+
+    The Trainer evaluates on every eval step and at the last step, and with ``load_best_model_at_end``
+    reloads the best of them, so evaluating once more would recompute a number it already has (on
+    the demo, half a minute of CPU). None when no evaluation of those weights was logged.
+    """
+    state = trainer.state
+    if trainer.args.load_best_model_at_end and state.best_metric is not None:
+        return float(state.best_metric)
+    for entry in reversed(state.log_history):
+        if "eval_loss" in entry and entry.get("step") == state.global_step:
+            return float(entry["eval_loss"])
+    return None
+
+
 def _cuda() -> bool:
     import torch
 
@@ -241,10 +257,12 @@ def run(cfg: PipelineConfig, train_file: Path, eval_file: Path | None, out_dir: 
     metrics: dict[str, Any] = {"train_loss": result.training_loss, "global_steps": result.global_step,
                                "train_runtime_s": result.metrics.get("train_runtime")}
     if eval_enc:
-        with contextlib.redirect_stdout(sys.stderr):
-            ev = trainer.evaluate()
-        metrics["eval_loss"] = ev["eval_loss"]
-        metrics["eval_perplexity"] = math.exp(min(ev["eval_loss"], 50))
+        eval_loss = _final_eval_loss(trainer)
+        if eval_loss is None:
+            with contextlib.redirect_stdout(sys.stderr):
+                eval_loss = trainer.evaluate()["eval_loss"]
+        metrics["eval_loss"] = eval_loss
+        metrics["eval_perplexity"] = math.exp(min(eval_loss, 50))
     speed.undo(model, trainer.speed_plan)
     metrics["train_tokens"] = sum(len(r["input_ids"]) for r in train_enc)
     metrics["train_label_tokens"] = sum(sum(1 for x in r["labels"] if x != -100) for r in train_enc)

@@ -76,6 +76,19 @@ def test_train_writes_a_plain_peft_adapter(project, tiny_model_dir):
         after = tuned(ids).logits
     assert not torch.allclose(before, after), "the adapter must change the logits"
 
+    # The recorded eval loss (read from the Trainer's own evaluations, not recomputed) is the saved
+    # adapter's: the best of the logged ones, and what a fresh PEFT load of the adapter scores.
+    from transformers import AutoTokenizer
+
+    from lorapipe.data.formats import read_jsonl
+    from lorapipe.evaluate.metrics import eval_loss
+
+    logged = [e["eval_loss"] for e in log if "eval_loss" in e]
+    assert manifest["metrics"]["eval_loss"] == min(logged)
+    fresh = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_model_dir), adapter)
+    rescored = eval_loss(fresh, AutoTokenizer.from_pretrained(tiny_model_dir), read_jsonl(project / "eval.jsonl"))
+    assert manifest["metrics"]["eval_loss"] == pytest.approx(rescored["loss"], rel=1e-4)
+
 
 def test_train_resumes_from_the_newest_checkpoint(project):
     assert cli("train", "pipeline.yaml", cwd=project).returncode == 0

@@ -62,3 +62,39 @@ def test_target_modules_checked_against_the_model(tiny_model_dir):
     msg = str(e.value)
     assert "lora.target_modules: `q_prj` is not a Linear module of this model; did you mean `q_proj`?" in msg
     assert "`attn` is not a Linear module" in msg and "its Linear modules are: down_proj, gate_proj" in msg
+
+
+def test_lora_on_chosen_layers_only(tiny_model_dir):
+    """`lora.layers_to_transform` adapts those layers only, and no gradient flows below the lowest one."""
+    import torch
+    from pydantic import ValidationError
+    from transformers import AutoModelForCausalLM
+
+    from lorapipe.train.lora import apply_lora
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    n = model.config.num_hidden_layers
+    assert n >= 2
+    peft_model = apply_lora(LoraConfig(layers_to_transform=[n - 1]), model)
+    trainable = {name for name, p in peft_model.named_parameters() if p.requires_grad}
+    assert trainable and {name.split(".layers.")[1].split(".")[0] for name in trainable} == {str(n - 1)}
+
+    seen = {}
+    layers = peft_model.base_model.model.model.layers
+    hooks = [layers[i].register_forward_hook(lambda m, a, out, i=i: seen.__setitem__(i, out)) for i in (0, n - 1)]
+    ids = torch.tensor([[1, 5, 9, 13]])
+    peft_model(input_ids=ids, labels=ids).loss.backward()
+    for h in hooks:
+        h.remove()
+    first = seen[0][0] if isinstance(seen[0], tuple) else seen[0]
+    last = seen[n - 1][0] if isinstance(seen[n - 1], tuple) else seen[n - 1]
+    assert not first.requires_grad and last.requires_grad
+
+    with pytest.raises(ConfigError) as e:
+        apply_lora(LoraConfig(layers_to_transform=[0, n, n + 1]), AutoModelForCausalLM.from_pretrained(tiny_model_dir))
+    assert (f"lora.layers_to_transform: layer(s) [{n}, {n + 1}] do not exist; this model has {n} decoder layers, "
+            f"numbered 0-{n - 1}") in str(e.value)
+    for bad in ([], [-1]):
+        with pytest.raises(ValidationError, match="list the layer indices to adapt"):
+            LoraConfig(layers_to_transform=bad)
+    assert LoraConfig(layers_to_transform=[3, 1, 3]).layers_to_transform == [1, 3]
