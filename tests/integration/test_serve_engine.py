@@ -139,6 +139,7 @@ def peft_logits(world, adapter, prompt):
     {"r": 8},
     {"r": 8, "use_rslora": True},
     {"r": 8, "rank_pattern": {"q_proj": 4}, "alpha_pattern": {"v_proj": 3.0}},
+    {"r": 8, "layers_to_transform": [1]},  # lora.layers_to_transform: the upper layer only
 ])
 def test_adapter_math_matches_peft(world, engine, lora_kwargs):
     name = "math-" + "-".join(sorted(lora_kwargs))
