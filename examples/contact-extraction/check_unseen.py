@@ -1,6 +1,6 @@
 """After the demo: how the adapter does on messages that no generator wrote.
 
-    python examples/contact-extraction/check_unseen.py [--adapter DIR] [--base] [--show]
+    python examples/contact-extraction/check_unseen.py [--adapter DIR] [--base] [--show] [--holdout]
 
 The demo's eval split comes from the same generator (make_inputs.py) as its training data, so it
 flatters the adapter. ``unseen.jsonl`` holds 60 realistic messages written one by one, not from
@@ -8,7 +8,8 @@ templates (emails with a greeting to someone else and colleagues in cc, replies 
 thread, live chats, call notes, texts in six languages...), with their true contact. The pipeline
 never reads this file. The script answers them with the adapter (and with ``--base``, the prompted
 base model) and prints the exact-match rate (parsed JSON equal to the reference) and which fields
-were missed.
+were missed. ``--holdout`` scores the generated messages of ``inputs.jsonl`` that the demo does not
+use (those after ``data.max_inputs``) instead: same generator, no training row made from them.
 """
 
 from __future__ import annotations
@@ -42,6 +43,16 @@ def score(outputs: list[str], refs: list[dict]) -> tuple[int, Counter, list[int]
     return exact, misses, wrong
 
 
+def generated_holdout(cfg) -> list[dict]:
+    """The rows of ``data.inputs`` after ``data.max_inputs`` (never read by the demo), with their references."""
+    from lorapipe.data.formats import read_jsonl
+
+    path = cfg.resolve(cfg.data.inputs)
+    inputs = read_jsonl(path)
+    refs = {r["id"]: r for r in read_jsonl(path.with_name("references.jsonl"))}
+    return [{**r, **{k: refs[r["id"]][k] for k in KEYS}} for r in inputs[cfg.data.max_inputs or len(inputs):]]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--adapter", type=Path, default=HERE / "runs" / "contact-extraction" / "train" / "adapter")
@@ -49,6 +60,8 @@ def main() -> None:
     ap.add_argument("--messages", type=Path, default=HERE / "unseen.jsonl")
     ap.add_argument("--base", action="store_true", help="also answer with the prompted base model")
     ap.add_argument("--show", action="store_true", help="print every wrong answer")
+    ap.add_argument("--holdout", action="store_true",
+                    help="score the unused generated inputs (after data.max_inputs) instead of --messages")
     ap.add_argument("--batch-size", type=int, default=12)
     a = ap.parse_args()
 
@@ -60,7 +73,8 @@ def main() -> None:
         raise SystemExit(f"{a.adapter}: no adapter here; run the demo first "
                          "(lorapipe run examples/contact-extraction/pipeline.yaml) or pass --adapter DIR")
     cfg = load_config(a.config)
-    refs = read_jsonl(a.messages)
+    refs = generated_holdout(cfg) if a.holdout else read_jsonl(a.messages)
+    source = "the generated inputs after data.max_inputs" if a.holdout else a.messages.name
     convs = [[{"role": "system", "content": cfg.task.system_prompt}, {"role": "user", "content": r["text"]}]
              for r in refs]
     model, tok, _ = models.load(cfg.base_model)
@@ -73,7 +87,7 @@ def main() -> None:
                                                              batch_size=a.batch_size)]
     for arm, outputs in arms.items():
         exact, misses, wrong = score(outputs, refs)
-        print(f"{arm}: exact match {exact}/{len(refs)} = {exact / len(refs):.0%} on {a.messages.name}; "
+        print(f"{arm}: exact match {exact}/{len(refs)} = {exact / len(refs):.0%} on {source}; "
               f"misses by field: {dict(misses) or 'none'}")
         if a.show:
             for i in wrong:

@@ -99,3 +99,15 @@ def test_check_unseen_scores_parsed_json_per_field():
     exact, misses, wrong = check.score(outputs, refs)
     assert (exact, wrong) == (1, [1, 2])
     assert dict(misses) == {"email": 2, "name": 1, "phone": 1, "invalid JSON": 1}
+
+
+def test_check_unseen_holdout_is_the_inputs_the_demo_does_not_read():
+    from lorapipe.config import load_config
+
+    cfg = load_config(EXAMPLE / "pipeline.yaml")
+    inputs = _jsonl(EXAMPLE / "inputs.jsonl")
+    held = _module("check_unseen").generated_holdout(cfg)
+    assert cfg.data.max_inputs and len(held) == len(inputs) - cfg.data.max_inputs > 0
+    assert [r["id"] for r in held] == [r["id"] for r in inputs[cfg.data.max_inputs:]]
+    refs = {r["id"]: r for r in _jsonl(EXAMPLE / "references.jsonl")}
+    assert all(r[k] == refs[r["id"]][k] for r in held for k in ("name", "email", "phone"))
