@@ -31,8 +31,8 @@ def check_layers(cfg: LoraConfig, model) -> list[int] | None:
     if cfg.layers_to_transform is None:
         return None
     n = getattr(getattr(model, "config", None), "num_hidden_layers", None)
-    if n is not None and max(cfg.layers_to_transform) >= n:
-        missing = [i for i in cfg.layers_to_transform if i >= n]
+    missing = [i for i in cfg.layers_to_transform if n is not None and i >= n]
+    if missing:
         raise ConfigError("1 problem with lora.layers_to_transform:",
                           [f"lora.layers_to_transform: layer(s) {missing} do not exist; this model has {n} "
                            f"decoder layers, numbered 0-{n - 1}"])
