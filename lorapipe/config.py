@@ -309,40 +309,13 @@ class PipelineConfig(Section):
         return self.resolve(self.output_dir) or (self.base_dir / "runs" / self.task.name)
 
     def section_hash(self, *names: str) -> str:
-        """sha256 of the named sections (resolved), so a stage re-runs only when its config changes.
-
-        The ``score`` section also covers the source of its custom checks: editing ``checks.py``
-        re-runs every stage that scores (probe, score, augment, evaluate), as editing the YAML would.
-        """
+        """sha256 of the named sections, resolved. Only the config: what else a stage depends on (files,
+        code, model weights) is hashed by the runner (lorapipe.pipeline.deps)."""
         sections = {n: _jsonable(getattr(self, n)) for n in names}
-        if "score" in names and self.score.rules.custom:
-            sections["score.rules.custom sources"] = {spec: module_sha256(spec, self.base_dir)
-                                                      for spec in self.score.rules.custom}
-        blob = json.dumps(sections, sort_keys=True)
-        return hashlib.sha256(blob.encode()).hexdigest()
+        return hashlib.sha256(json.dumps(sections, sort_keys=True).encode()).hexdigest()
 
     def resolved(self) -> dict[str, Any]:
         return _jsonable(self)
-
-
-def module_sha256(spec: str, base_dir: Path) -> str | None:
-    """sha256 of the file that defines ``module:function`` (next to the config, or importable), without
-    importing it; None when it cannot be found (loading it reports that error)."""
-    import importlib.util
-    import sys
-
-    added = str(base_dir) not in sys.path
-    if added:
-        sys.path.insert(0, str(base_dir))
-    try:
-        spec_ = importlib.util.find_spec(spec.partition(":")[0])
-    except (ImportError, ValueError):
-        spec_ = None
-    finally:
-        if added:
-            sys.path.remove(str(base_dir))
-    origin = Path(spec_.origin) if spec_ is not None and spec_.origin else None
-    return hashlib.sha256(origin.read_bytes()).hexdigest() if origin is not None and origin.is_file() else None
 
 
 def _jsonable(v: Any) -> Any:

@@ -32,7 +32,6 @@ from lorapipe.data.journal import (
     normalize_text,
     phase,
     request,
-    reusable,
     usage_delta,
     usage_of,
 )
@@ -68,8 +67,6 @@ def run(cfg: Any, teacher: Any, judge: Any, in_file: str | Path, out_dir: str | 
                                  "judge": identity_of(judge)}),
         inputs={"rows": sha256_file(in_file), **({"template": sha256_file(template)} if template else {})},
         config={k: v for k, v in cfg.resolved().items() if k in sections})
-    if (old := reusable(out_dir, manifest)) is not None:
-        return old
     aug = cfg.augment
     if not aug.enabled:
         write_jsonl(out_dir / "augmented.jsonl", rows)

@@ -32,7 +32,6 @@ from lorapipe.data.journal import (
     normalize_text,
     phase,
     request,
-    reusable,
     usage_delta,
     usage_of,
 )
@@ -135,8 +134,6 @@ def run(cfg: Any, teacher: Any, out_dir: str | Path, inputs: list[dict[str, str]
         inputs={"inputs": sha256_json(given),
                 **({"template": sha256_file(template)} if template is not None else {})},
         config={k: v for k, v in cfg.resolved().items() if k in sections})
-    if (old := reusable(out_dir, manifest)) is not None:
-        return old
 
     journal = Journal(out_dir / "generate.partial.jsonl", manifest.key())
     usage0 = usage_of(teacher)

@@ -210,18 +210,6 @@ def complete_keyed(llm: Any, journal: Journal, items: list[tuple[str, ChatReques
     return texts, errors
 
 
-# ----------------------------------------------------------------------------------------- manifests
-def reusable(out_dir: str | Path, manifest: Manifest) -> Manifest | None:
-    """The manifest already in ``out_dir`` when it was made from the same config and inputs, its
-    outputs are intact, and nothing is left to retry; else None (the stage must run)."""
-    old = Manifest.load(out_dir)
-    if old is None or old.key() != manifest.key() or not old.outputs_intact(out_dir):
-        return None
-    if old.metrics.get("failed"):
-        return None
-    return old
-
-
 def identity_of(llm: Any) -> dict[str, Any] | None:
     if llm is None:
         return None

@@ -53,11 +53,11 @@ from lorapipe.data.journal import (
     normalize_text,
     phase,
     request,
-    reusable,
     usage_delta,
     usage_of,
 )
 from lorapipe.data.prompts import judge_messages
+from lorapipe.codehash import import_fresh
 from lorapipe.errors import ConfigError
 from lorapipe.manifest import Manifest, sha256_file, sha256_json, write_jsonl
 
@@ -111,17 +111,11 @@ def _load_custom(spec: str, index: int, base_dir: Path) -> Callable[[str, str], 
     mod_name, _, fn_name = spec.partition(":")
     if not mod_name or not fn_name:
         raise ConfigError(f"{where}: `{spec}` is not `module:function`")
-    added = str(base_dir) not in sys.path
-    if added:  # a check module may sit next to pipeline.yaml
-        sys.path.insert(0, str(base_dir))
-    try:
-        module = importlib.import_module(mod_name)
+    try:  # a check module may sit next to pipeline.yaml; an edited file is re-imported
+        module = import_fresh(mod_name, base_dir)
     except ImportError as e:
         raise ConfigError(f"{where}: cannot import module `{mod_name}` ({e}); put it next to the config "
                           "file or on PYTHONPATH") from None
-    finally:
-        if added:
-            sys.path.remove(str(base_dir))
     fn = getattr(module, fn_name, None)
     if not callable(fn):
         raise ConfigError(f"{where}: module `{mod_name}` has no function `{fn_name}`")
@@ -373,8 +367,8 @@ def _key(row: dict[str, Any]) -> str:
 def run(cfg: Any, judge: Any, in_file: str | Path, out_dir: str | Path,
         progress: PhaseProgress | None = None) -> Manifest:
     """Score every row of ``in_file`` (``generated.jsonl``) into ``out_dir``: ``scored.jsonl`` (kept)
-    and ``rejected.jsonl``. ``judge`` may be None (rule checks only). Resumable; a rerun with the
-    same config and input does nothing."""
+    and ``rejected.jsonl``. ``judge`` may be None (rule checks only). Resumable (a
+    journal of scored rows); whether to run at all is the runner's decision."""
     in_file, out_dir = Path(in_file), Path(out_dir)
     rows = read_rows(in_file, cfg.task.system_prompt)
     sections = ("task", "judge", "score")
@@ -382,8 +376,6 @@ def run(cfg: Any, judge: Any, in_file: str | Path, out_dir: str | Path,
                         config_hash=sha256_json({"cfg": cfg.section_hash(*sections), "judge": identity_of(judge)}),
                         inputs={"rows": sha256_file(in_file)},
                         config={k: v for k, v in cfg.resolved().items() if k in sections})
-    if (old := reusable(out_dir, manifest)) is not None:
-        return old
     threshold = cfg.score.threshold
     journal = Journal(out_dir / "score.partial.jsonl", manifest.key())
     usage0 = usage_of(judge)

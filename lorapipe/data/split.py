@@ -171,7 +171,7 @@ def group_split(rows: list[dict[str, Any]], eval_fraction: float, seed: int) -> 
 
 def run(cfg: Any, in_file: str | Path, out_dir: str | Path) -> Manifest:
     """Deduplicate ``in_file`` (canonical, alpaca or prompt/completion rows) and split it into
-    ``out_dir/train.jsonl`` and ``out_dir/eval.jsonl``. A rerun with the same inputs does nothing."""
+    ``out_dir/train.jsonl`` and ``out_dir/eval.jsonl`` (deterministic: the same inputs give the same split)."""
     in_file, out_dir = Path(in_file), Path(out_dir)
     eval_file = cfg.resolve(cfg.data.eval_file)
     sp = cfg.split
@@ -180,9 +180,6 @@ def run(cfg: Any, in_file: str | Path, out_dir: str | Path) -> Manifest:
         config_hash=sha256_json({"split": sp.model_dump(mode="json"), "system_prompt": cfg.task.system_prompt}),
         inputs={"rows": sha256_file(in_file), **({"eval_file": sha256_file(eval_file)} if eval_file else {})},
         config={"split": sp.model_dump(mode="json"), "data": {"eval_file": str(eval_file) if eval_file else None}})
-    old = Manifest.load(out_dir)
-    if old is not None and old.key() == manifest.key() and old.outputs_intact(out_dir):
-        return old
     rows = read_rows(in_file, cfg.task.system_prompt)
     given_eval = read_rows(eval_file, cfg.task.system_prompt) if eval_file else None
     kept, dropped, counts = dedupe(rows, sp.near_duplicate_threshold, protected=given_eval)

@@ -60,6 +60,24 @@ def few_shot_prefix(cfg, few_shot_messages: list[dict[str, str]] | None) -> list
     return msgs
 
 
+def arms_for(cfg, few_shot_messages: list[dict[str, str]] | None = None) -> list[str]:
+    """The arms an A/B answers with: base and tuned, plus the few-shot prompt when asked for and possible."""
+    wanted = few_shot_messages is not None or cfg.evaluate.few_shot_arm
+    return ["base", "tuned"] + (["few_shot"] if wanted and few_shot_prefix(cfg, few_shot_messages) else [])
+
+
+def trainer_log_of(adapter_dir: Path, log_file: Path | None = None) -> list[dict[str, Any]] | None:
+    """The trainer's log history for an adapter: ``log_file`` (the train stage's trainer_log.json), else
+    one next to or inside the adapter folder, else a trainer_state.json's ``log_history``; None if none."""
+    for p in (log_file, adapter_dir.parent / "trainer_log.json", adapter_dir / "trainer_log.json"):
+        if p is not None and p.is_file():
+            return json.loads(p.read_text())
+    for p in (adapter_dir / "trainer_state.json", adapter_dir.parent / "trainer_state.json"):
+        if p.is_file():
+            return json.loads(p.read_text()).get("log_history")
+    return None
+
+
 # ------------------------------------------------------------------------------------ exact match
 def normalise_text(text: str) -> str:
     """NFKC, case-folded, whitespace collapsed: what "the same text" means for exact match."""
@@ -178,12 +196,9 @@ def run(cfg, model, tokenizer, eval_rows: list[dict[str, Any]], out_dir: str | P
         raise DataError("no eval rows; point --eval-file (or data.eval_file) at chat rows, or run the split stage")
     notes: list[str] = []
     prefix = few_shot_prefix(cfg, few_shot_messages)
-    arms = ["base", "tuned"]
-    if few_shot_messages is not None or e.few_shot_arm:
-        if prefix is None:
-            notes.append("few-shot arm skipped: evaluate.few_shot_arm is set but teacher.few_shot has no examples")
-        else:
-            arms.append("few_shot")
+    arms = arms_for(cfg, few_shot_messages)
+    if e.few_shot_arm and "few_shot" not in arms:
+        notes.append("few-shot arm skipped: evaluate.few_shot_arm is set but teacher.few_shot has no examples")
     prompts = [prompt_messages(cfg, r) for r in rows]
     inputs = [user_text(r) for r in rows]
     references = [assistant_text(r) for r in rows]

@@ -14,17 +14,15 @@ replays the recorded answers without needing the files the function reads.
 
 from __future__ import annotations
 
-import importlib
 import inspect
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from lorapipe.codehash import code_sha256, import_fresh
 from lorapipe.errors import ConfigError, TeacherError
 from lorapipe.llm.base import ChatRequest, Completion, Progress, Usage
 from lorapipe.llm.cache import ResponseCache, open_cache, request_key, split_cached
-from lorapipe.manifest import sha256_file
 
 
 def load_function(spec: str, search_path: str | Path | None = None) -> Callable[..., Any]:
@@ -32,11 +30,9 @@ def load_function(spec: str, search_path: str | Path | None = None) -> Callable[
     if spec.count(":") != 1 or not all(spec.split(":")):
         raise ConfigError(f"function `{spec}`: expected `module:function`, e.g. `my_teacher:answer`")
     mod_name, fn_name = spec.split(":")
-    if search_path is not None and str(search_path) not in sys.path:
-        # Lets a recipe keep its teacher module next to pipeline.yaml.
-        sys.path.insert(0, str(search_path))
     try:
-        module = importlib.import_module(mod_name)
+        # A recipe keeps its teacher module next to pipeline.yaml; an edited file is re-imported.
+        module = import_fresh(mod_name, search_path)
     except ModuleNotFoundError as e:
         if e.name and (mod_name == e.name or mod_name.startswith(e.name + ".")):
             raise ConfigError(f"function `{spec}`: no module named `{mod_name}`; put {mod_name.split('.')[0]}.py "
@@ -65,8 +61,8 @@ class PythonLLM:
         self.cfg = cfg
         self.usage = Usage()
         self.fn = load_function(cfg.function, search_path)
-        self.source_file = inspect.getsourcefile(self.fn) if inspect.isfunction(self.fn) else None
-        self.source_sha256 = sha256_file(Path(self.source_file)) if self.source_file else None
+        # The module and what it imports from its folder: editing either asks the function again.
+        self.source_sha256 = code_sha256(cfg.function, Path(search_path) if search_path is not None else None)
         self.cache: ResponseCache | None = open_cache(cfg.cache, cache_dir)
         try:
             params = inspect.signature(self.fn).parameters.values()

@@ -176,11 +176,12 @@ def _cuda() -> bool:
 
 
 def run(cfg: PipelineConfig, train_file: Path, eval_file: Path | None, out_dir: Path,
-        resume: bool | str = "auto", model_and_tokenizer: tuple | None = None) -> Manifest:
+        resume: bool | str = "auto", model_and_tokenizer: tuple | None = None,
+        callbacks: list[Any] | None = None) -> Manifest:
     """Train a LoRA adapter on ``train_file`` (canonical rows), evaluating on ``eval_file``.
 
     ``resume``: ``"auto"`` continues from the newest checkpoint when one exists, ``True`` requires
-    one, ``False`` starts over.
+    one, ``False`` starts over. ``callbacks`` are added to the HF Trainer (the engine's event stream).
     """
     import torch
     from transformers import set_seed
@@ -234,7 +235,8 @@ def run(cfg: PipelineConfig, train_file: Path, eval_file: Path | None, out_dir: 
     args = training_arguments(world_cfg, out_dir, bool(eval_enc), len(train_enc))
     trainer = speed.trainer_class()(model=model, args=args, train_dataset=_Rows(train_enc),
                                     eval_dataset=_Rows(eval_enc) if eval_enc else None,
-                                    data_collator=DataCollator(tokenizer.pad_token_id), processing_class=tokenizer)
+                                    data_collator=DataCollator(tokenizer.pad_token_id), processing_class=tokenizer,
+                                    callbacks=callbacks)
     # Label-only head, packing: see lorapipe/train/speed.py (sets the collator and trainer.speed_plan)
     speed.apply(cfg.train, trainer, tokenizer.pad_token_id, sharded=bool(
         getattr(trainer, "is_fsdp_enabled", False)

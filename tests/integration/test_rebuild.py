@@ -7,7 +7,7 @@ import json
 import torch
 from test_pipeline_tiny import cli, project  # noqa: F401  (fixture)
 
-from lorapipe.registry.rebuild import compare_weights
+from lorapipe.rebuild import compare_weights
 
 
 def test_rebuild_reproduces_data_weights_and_metrics_without_asking_the_teacher(project, tmp_path):  # noqa: F811

@@ -127,13 +127,17 @@ def test_cli_generate_then_score(tmp_path, monkeypatch):
     assert len(read_jsonl(tmp_path / "out" / "score" / "scored.jsonl")) == 6
 
 
-def test_cli_score_before_generate_says_what_to_run(tmp_path):
+def test_cli_score_before_generate_generates_first(tmp_path, monkeypatch):
     from lorapipe.cli import app
 
-    (tmp_path / "inputs.jsonl").write_text(json.dumps({"text": "x"}) + "\n")
+    (tmp_path / "cli_teacher_first.py").write_text(TEACHER)
+    (tmp_path / "inputs.jsonl").write_text("".join(json.dumps({"text": t}) + "\n" for t in INPUTS))
+    spec = {k: v for k, v in make_cfg(tmp_path).resolved().items() if k in ("task",)}
     (tmp_path / "pipeline.yaml").write_text(json.dumps({
-        "task": {"name": "t", "description": "d", "system_prompt": "s"}, "data": {"inputs": "inputs.jsonl"},
-        "teacher": {"kind": "python", "function": "m:f"}, "output_dir": "out"}))
-    res = CliRunner().invoke(app, ["score", str(tmp_path / "pipeline.yaml")])
-    assert res.exit_code != 0
-    assert "generate/generated.jsonl: not found; run `lorapipe generate" in str(res.exception)
+        **spec, "data": {"inputs": "inputs.jsonl"}, "output_dir": "out",
+        "teacher": {"kind": "python", "function": "cli_teacher_first:answer"}}))
+    monkeypatch.setenv("LORAPIPE_QUIET", "1")
+    res = CliRunner().invoke(app, ["--json", "score", str(tmp_path / "pipeline.yaml")])
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.stdout)["metrics"]["kept"] == 6
+    assert len(read_jsonl(tmp_path / "out" / "generate" / "generated.jsonl")) == 6

@@ -105,21 +105,20 @@ def test_answers_are_cached_and_a_changed_module_asks_again(tmp_path):
     """With a cache directory, a rerun replays the recorded answers; editing the module invalidates them."""
     name = f"lp_counting_{uuid.uuid4().hex[:8]}"
     src = tmp_path / f"{name}.py"
-    src.write_text("CALLS = []\ndef answer(messages, **p):\n    CALLS.append(1)\n    return 'v1:' + messages[-1]['content']\n")
+    calls = tmp_path / "calls.txt"  # counted on disk: each client imports the module afresh
+    src.write_text(f"def answer(messages, **p):\n    open({str(calls)!r}, 'a').write('1')\n"
+                   "    return 'v1:' + messages[-1]['content']\n")
     cfg = LLMConfig(kind="python", function=f"{name}:answer")
     reqs = [ChatRequest(messages=[{"role": "user", "content": c}]) for c in ("a", "b", "a")]
     first = make_llm(cfg, cache_dir=tmp_path / "cache", search_path=tmp_path)
     assert [c.text for c in first.complete(reqs)] == ["v1:a", "v1:b", "v1:a"]
-    import sys
-
-    assert len(sys.modules[name].CALLS) == 2  # the repeated request is asked once
+    assert calls.read_text() == "11"  # the repeated request is asked once
     again = make_llm(cfg, cache_dir=tmp_path / "cache", search_path=tmp_path)
     comps = again.complete(reqs)
     assert [c.text for c in comps] == ["v1:a", "v1:b", "v1:a"] and all(c.cached for c in comps)
-    assert len(sys.modules[name].CALLS) == 2 and again.usage.calls == 0 and again.usage.cached == 3
+    assert calls.read_text() == "11" and again.usage.calls == 0 and again.usage.cached == 3
     # the same function, edited: its source hash is part of the key
     src.write_text(src.read_text().replace("'v1:'", "'v2:'"))
-    del sys.modules[name]
     edited = make_llm(cfg, cache_dir=tmp_path / "cache", search_path=tmp_path)
     assert [c.text for c in edited.complete(reqs)] == ["v2:a", "v2:b", "v2:a"]
     assert edited.usage.calls == 3 and edited.usage.cached == 0

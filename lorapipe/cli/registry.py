@@ -44,9 +44,11 @@ def _open(url: str | None):
 
 
 def _json_wanted(flag: bool) -> bool:
-    from lorapipe.cli import STATE  # the root `--json` works too
+    import click
 
-    return flag or bool(STATE.get("json"))
+    from lorapipe.cli.common import state
+
+    return flag or state(click.get_current_context(silent=True)).json  # the root `--json` works too
 
 
 def _print_json(obj: Any) -> None:

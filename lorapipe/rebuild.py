@@ -126,23 +126,23 @@ def prepare(registry: Any, ref: str, out_dir: str | Path) -> tuple[Path, dict[st
 
 
 def rebuild(registry: Any, ref: str, out_dir: str | Path | None = None, *, atol: float = 1e-4,
-            rtol: float = 0.02, evaluate: bool = True) -> RebuildReport:
+            rtol: float = 0.02, evaluate: bool = True, events: Any = None) -> RebuildReport:
     """Re-run the pipeline ``ref`` recorded into ``out_dir`` and compare (see the module docstring)."""
     import time
 
     from lorapipe.config import load_config
     from lorapipe.pipeline import STAGES, Pipeline
-    from lorapipe.progress import say
 
     r = registry.resolve(ref)
     out = Path(out_dir or Path("rebuilds") / f"{r.name}-v{r.version}").expanduser().resolve()
     t0 = time.perf_counter()
     pipeline_yaml, record = prepare(registry, str(r), out)
     recorded = out / "recorded"
-    say(f"rebuilding {r} into {out}")
     cfg = load_config(pipeline_yaml)
     only = set(STAGES) if evaluate else set(STAGES) - {"evaluate"}
-    result = Pipeline(cfg).run(only=only)
+    pipe = Pipeline(cfg, events=events)
+    pipe.message(None, f"rebuilding {r} into {out}")
+    result = pipe.run(only=only)
     report = RebuildReport(str(r), str(out))
     for stage, manifest in result.manifests.items():
         folder = stage_folder(stage)  # where the pulled version keeps this stage's manifest

@@ -1,0 +1,5 @@
+"""``python -m lorapipe.cli``: the same as ``lorapipe``."""
+
+from lorapipe.cli import main
+
+main()

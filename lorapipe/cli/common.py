@@ -1,0 +1,82 @@
+"""What every command shares: the root options (kept in Typer's context), config loading with
+``--set``, result printing, and an engine whose events the terminal shows."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+from rich.console import Console
+
+from lorapipe.errors import ConfigError
+
+console = Console(stderr=True)
+
+ConfigArg = Annotated[Path, typer.Argument(help="Path to pipeline.yaml.", show_default=False)]
+SetOpt = Annotated[Optional[list[str]], typer.Option("--set", help="Override a config field: KEY=VALUE "  # noqa: UP045 (typer needs Optional on 3.10)
+                                                     "(dotted path, YAML value), repeatable.")]
+RegistryUrlOpt = Annotated[Optional[str], typer.Option(help="Registry URL (default $LORAPIPE_REGISTRY or "  # noqa: UP045
+                                                       "~/.local/share/lorapipe/registry).")]
+
+
+@dataclass
+class State:
+    quiet: bool = False
+    json: bool = False
+
+
+def state(ctx: typer.Context | None) -> State:
+    """The root options (``--quiet``, ``--json``) from the command's context."""
+    obj = ctx.find_root().obj if ctx is not None else None
+    return obj if isinstance(obj, State) else State()
+
+
+def emit(ctx: typer.Context, result: dict[str, Any], human: str | None = None) -> None:
+    """Print a command's result: JSON on stdout with --json, else a human line."""
+    if state(ctx).json:
+        print(json.dumps(result, indent=2, default=str))
+    elif human:
+        print(human)
+
+
+def load(config: Path, overrides: list[str] | None = None):  # -> PipelineConfig (imported lazily)
+    import yaml
+
+    from lorapipe.config import load_config
+
+    parsed = {}
+    for item in overrides or []:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. --set train.num_train_epochs=1")
+        try:
+            parsed[key] = yaml.safe_load(value)
+        except yaml.YAMLError as e:
+            raise ConfigError(f"--set {item!r}: the value is not valid YAML ({str(e).splitlines()[0]}); quote "
+                              "it, e.g. --set 'task.name=\"a: b\"'") from None
+    return load_config(config, parsed)
+
+
+def engine_events(messages: bool = True):  # -> lorapipe.events.EventBus
+    """An event bus with the terminal subscribed (progress bars, stage lines, and messages unless the
+    command prints its result itself)."""
+    from lorapipe.events import EventBus
+    from lorapipe.progress import ConsoleProgress
+
+    bus = EventBus()
+    bus.subscribe(ConsoleProgress(messages=messages))
+    return bus
+
+
+def engine(ctx: typer.Context, cfg: Any, messages: bool = True, **options: Any):  # -> lorapipe.pipeline.Pipeline
+    """The engine for ``cfg`` with the terminal subscribed to its events."""
+    from lorapipe.pipeline import Pipeline
+
+    return Pipeline(cfg, events=engine_events(messages), **options)
+
+
+def fmt_metrics(m: dict[str, Any]) -> str:
+    return "  ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in m.items())

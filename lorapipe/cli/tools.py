@@ -1,0 +1,129 @@
+"""Commands around a trained adapter: ``predict``, ``export``, ``rebuild``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from lorapipe.cli.common import ConfigArg, RegistryUrlOpt, SetOpt, emit, load
+
+app = typer.Typer()
+Opt = Optional  # typer needs Optional[...] for optional options on Python 3.10
+
+
+@app.command()
+def predict(ctx: typer.Context, config: ConfigArg,
+            input: Annotated[Path, typer.Option("--input", "-i", help="Raw inputs (.jsonl/.csv/.txt) or chat rows.")],
+            adapter: Annotated[Opt[Path], typer.Option(help="Adapter directory; omit for the base model.")] = None,
+            output: Annotated[Opt[Path], typer.Option("--output", "-o", help="JSONL to write "
+                                                           "(default: stdout).")] = None,
+            max_new_tokens: Annotated[int, typer.Option(help="Most tokens per answer.")] = 128,
+            temperature: Annotated[float, typer.Option(help="0 = greedy.")] = 0.0,
+            batch_size: Annotated[int, typer.Option(help="Generation batch size.")] = 8,
+            overrides: SetOpt = None) -> None:
+    """Answer each input with the base model or an adapter (batched); one JSON line per input."""
+    import json as _json
+
+    from lorapipe import generation, models
+    from lorapipe.data.formats import read_inputs
+    from lorapipe.manifest import write_jsonl
+    from lorapipe.progress import bar
+
+    cfg = load(config, overrides)
+    inputs = read_inputs(input, cfg.data.input_field)
+    model, tok, _ = models.load(cfg.base_model)
+    if adapter is not None:
+        model = models.load_adapter(model, adapter)
+    convs = [[{"role": "system", "content": cfg.task.system_prompt}, {"role": "user", "content": r["text"]}]
+             for r in inputs]
+    with bar("predict", len(convs)) as advance:
+        gens = generation.generate(model, tok, convs, max_new_tokens=max_new_tokens, temperature=temperature,
+                                   batch_size=batch_size, progress=advance)
+    rows = [{"id": r["id"], "input": r["text"], "output": g.text} for r, g in zip(inputs, gens)]
+    if output:
+        write_jsonl(output, rows)
+        emit(ctx, {"output": str(output), "rows": len(rows)}, f"wrote {len(rows)} predictions to {output}")
+    else:
+        for r in rows:
+            print(_json.dumps(r, ensure_ascii=False))
+
+
+@app.command()
+def export(ctx: typer.Context, config: Annotated[Opt[Path], typer.Argument(
+               help="pipeline.yaml; supplies the default --adapter (RUN/train/adapter) and --out.",
+               show_default=False)] = None,
+           adapter: Annotated[Opt[Path], typer.Option("--adapter", help="PEFT adapter directory.",
+                                                           show_default=False)] = None,
+           out: Annotated[Opt[Path], typer.Option("--out", help="Directory to write (replaced atomically).",
+                                                       show_default=False)] = None,
+           merge: Annotated[bool, typer.Option("--merge/--adapter-only",
+                                               help="Merged model (parity-checked) or plain PEFT adapter.")] = True,
+           base: Annotated[Opt[str], typer.Option("--base", help="Base model spec; default: the one the "
+                                                       "adapter's manifest records.", show_default=False)] = None,
+           allow_pickle: Annotated[bool, typer.Option("--allow-pickle",
+                                                      help="Accept .bin (pickle) weights you trust.")] = False,
+           tolerance: Annotated[float, typer.Option("--tolerance", help="Largest merged-vs-unmerged logit "
+                                                    "difference accepted.")] = 1e-4) -> None:
+    """Export an adapter: merged into its base as a standard safetensors model (checked against the
+    unmerged adapter's logits), or adapter-only in PEFT format for `PeftModel.from_pretrained` and vLLM."""
+    from lorapipe import export as ex
+
+    if config is not None:
+        cfg = load(config)
+        adapter = adapter or cfg.run_dir / "train" / "adapter"
+        out = out or cfg.run_dir / "export" / ("merged" if merge else "adapter")
+    if adapter is None or out is None:
+        from lorapipe.errors import ConfigError
+
+        raise ConfigError("export needs --adapter DIR and --out DIR (or a pipeline.yaml to take them from)")
+    m = ex.run(adapter, out, mode="merge" if merge else "adapter", base=base, allow_pickle=allow_pickle,
+               tolerance=tolerance)
+    diff = m.metrics.get("parity_max_abs_diff")
+    human = f"exported ({'merged' if merge else 'adapter only'}): {out}"
+    if diff is not None:
+        human += f"\nparity: max |logit difference| {diff:.3g} (tolerance {tolerance:.3g})"
+    for problem in m.extra.get("vllm_problems") or []:
+        human += f"\nvLLM will not load it: {problem}"
+    emit(ctx, {"out_dir": str(out), "mode": m.extra.get("mode"), "metrics": m.metrics,
+          "vllm_problems": m.extra.get("vllm_problems")}, human)
+
+
+@app.command()
+def rebuild(ctx: typer.Context, ref: Annotated[str, typer.Argument(help="Version to rebuild: NAME@vN, NAME@ALIAS or NAME.",
+                                               show_default=False)],
+            registry: RegistryUrlOpt = None,
+            out: Annotated[Opt[Path], typer.Option("--out", help="New directory for the rebuild (default: "
+                                                        "rebuilds/NAME-vN).", show_default=False)] = None,
+            atol: Annotated[float, typer.Option(help="Largest absolute difference allowed between the recorded "
+                                                "and rebuilt adapter weights.")] = 1e-4,
+            rtol: Annotated[float, typer.Option(help="Relative tolerance for recorded metrics.")] = 0.02,
+            evaluate: Annotated[bool, typer.Option("--evaluate/--no-evaluate", help="Also re-run the A/B "
+                                                   "evaluation (slow on CPU).")] = True) -> None:
+    """Re-run a registered version's pipeline from its recorded inputs, config and teacher answers into
+    a new directory, and compare: data hashes, adapter weights (within --atol), metrics (--rtol).
+    Exit code 1 when something differs."""
+    from lorapipe.cli.common import engine_events
+    from lorapipe.rebuild import rebuild as do_rebuild
+    from lorapipe.registry import Registry, default_url
+
+    report = do_rebuild(Registry(registry or default_url()), ref, out, atol=atol, rtol=rtol, evaluate=evaluate,
+                        events=engine_events())
+    d = report.as_dict()
+    w = report.weights
+    same = sum(1 for x in report.data.values() if x["same"])
+    lines = [f"rebuild of {report.ref}: {'REPRODUCED' if report.ok else 'DIFFERENT'}  ({report.out_dir}, "
+             f"{report.seconds:.0f} s)",
+             f"  data:    {same}/{len(report.data)} files identical (sha256)",
+             f"  weights: max |diff| {w.get('max_abs_diff')} over {w.get('tensors')} tensors "
+             f"({'bit-identical' if w.get('identical') else 'within' if report.weights_ok else 'over'} "
+             f"atol {w.get('atol')})",
+             f"  metrics: {sum(m['ok'] for m in report.metrics.values())}/{len(report.metrics)} within rtol {rtol}",
+             f"  teacher/judge calls not served by the recorded cache: {sum(report.new_calls.values())}"]
+    lines += [f"  differs: {x}" for x in report.differences()]
+    emit(ctx, d, "\n".join(lines))
+    if not report.ok:
+        raise typer.Exit(1)
+
+

@@ -1,0 +1,65 @@
+"""events.jsonl: written by every run, readable after a kill -9 mid-train, continued by the resumed run."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from lorapipe.events import read_events
+from tests.integration.test_engine_keys import project  # noqa: F401  (the fixture: a tiny project)
+
+
+def _events(run: Path) -> list[dict]:
+    return read_events(run / "events.jsonl")
+
+
+def test_kill_mid_train_leaves_a_valid_stream_and_the_resumed_run_appends(project: Path) -> None:  # noqa: F811
+    cfg = project / "pipeline.yaml"
+    text = cfg.read_text().replace("max_steps: 2", "max_steps: 60").replace("save_steps: 2", "save_steps: 5")
+    cfg.write_text(text.replace("eval_steps: 2", "eval_steps: 5"))  # a checkpoint every 5 steps
+    run = project / "runs" / "keys"
+    env = {**os.environ, "LORAPIPE_QUIET": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "lorapipe", "run", str(cfg)], cwd=project, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 600
+        while time.monotonic() < deadline and proc.poll() is None:
+            steps = [e["step"] for e in _events(run) if e["type"] == "train_metrics"] if run.exists() else []
+            if steps and max(steps) >= 12:
+                break
+            time.sleep(0.05)
+        assert proc.poll() is None, f"the run ended before it could be killed: {proc.stderr.read()[-2000:]}"
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    killed = _events(run)
+    raw = (run / "events.jsonl").read_bytes()
+    assert len(killed) == raw.count(b"\n") or len(killed) == raw.count(b"\n") - 1  # at most a torn tail
+    assert [e["seq"] for e in killed] == list(range(1, len(killed) + 1))
+    assert killed[0]["type"] == "run_started"
+    assert any(e["type"] == "stage_started" and e["stage"] == "train" for e in killed)
+    assert not any(e["type"] in ("run_finished", "stage_finished") and e.get("stage") == "train" for e in killed)
+    with open(run / "events.jsonl", "ab") as f:  # as if the kill had torn a line in half
+        f.write(b'{"seq": 99999, "type": "progr')
+
+    r = subprocess.run([sys.executable, "-m", "lorapipe", "--json", "run", str(cfg)], cwd=project, env=env,
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    events = _events(run)
+    assert events[: len(killed)] == killed  # appended to, never rewritten
+    assert [e["seq"] for e in events] == list(range(1, len(events) + 1))
+    second = events[len(killed):]
+    assert second[0]["type"] == "run_started" and second[-1]["type"] == "run_finished"
+    assert second[0]["run"] != killed[0]["run"]
+    done_before = {e["stage"] for e in killed if e["type"] == "stage_finished"}
+    assert {e["stage"] for e in second if e["type"] == "stage_skipped"} == done_before
+    resumed_steps = [e["step"] for e in second if e["type"] == "train_metrics"]
+    assert resumed_steps[0] > 1 and resumed_steps[-1] == 60  # from the newest checkpoint, not step 1
+    assert any(e["type"] == "eval_metrics" and "eval_loss" in e for e in second)
+    assert second[-1]["ran"][-2:] == ["train", "evaluate"]
