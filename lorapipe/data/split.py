@@ -183,8 +183,9 @@ def run(cfg: Any, in_file: str | Path, out_dir: str | Path) -> Manifest:
     old = Manifest.load(out_dir)
     if old is not None and old.key() == manifest.key() and old.outputs_intact(out_dir):
         return old
-    rows = read_rows(in_file, cfg.task.system_prompt)
-    given_eval = read_rows(eval_file, cfg.task.system_prompt) if eval_file else None
+    cap = cfg.data.max_line_bytes
+    rows = read_rows(in_file, cfg.task.system_prompt, cap)
+    given_eval = read_rows(eval_file, cfg.task.system_prompt, cap) if eval_file else None
     kept, dropped, counts = dedupe(rows, sp.near_duplicate_threshold, protected=given_eval)
     if given_eval is not None:
         train, evl = kept, given_eval
