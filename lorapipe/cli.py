@@ -12,6 +12,7 @@ import typer
 from rich.console import Console
 
 from lorapipe.errors import LorapipeError
+from lorapipe.registry.cli import AllowPickleOpt, AllowUnverifiedOpt
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="From a task description and raw inputs to a deployed, versioned LoRA adapter.")
@@ -54,19 +55,9 @@ def emit(result: dict, human: str | None = None) -> None:
 # ---- commands are added below, each importing its stage lazily so `--help` stays fast ----------
 
 def _load(config: Path, overrides: list[str] | None = None):
-    from lorapipe.config import load_config
+    from lorapipe.config import load_config, parse_overrides
 
-    parsed = {}
-    for item in overrides or []:
-        key, sep, value = item.partition("=")
-        if not sep:
-            from lorapipe.errors import ConfigError
-
-            raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. --set train.num_train_epochs=1")
-        import yaml
-
-        parsed[key] = yaml.safe_load(value)
-    return load_config(config, parsed)
+    return load_config(config, parse_overrides(overrides or []))
 
 
 SetOpt = Annotated[Optional[list[str]], typer.Option("--set", help="Override a config field: KEY=VALUE "
@@ -133,6 +124,7 @@ def predict(config: ConfigArg,
             max_new_tokens: Annotated[int, typer.Option(help="Most tokens per answer.")] = 128,
             temperature: Annotated[float, typer.Option(help="0 = greedy.")] = 0.0,
             batch_size: Annotated[int, typer.Option(help="Generation batch size.")] = 8,
+            allow_pickle: AllowPickleOpt = False, allow_unverified: AllowUnverifiedOpt = False,
             overrides: SetOpt = None) -> None:
     """Answer each input with the base model or an adapter (batched); one JSON line per input."""
     import json as _json
@@ -143,10 +135,11 @@ def predict(config: ConfigArg,
     from lorapipe.progress import bar
 
     cfg = _load(config, overrides)
-    inputs = read_inputs(input, cfg.data.input_field)
-    model, tok, _ = models.load(cfg.base_model)
+    inputs = read_inputs(input, cfg.data.input_field, cfg.data.max_line_bytes)
+    model, tok, info = models.load(cfg.base_model)
     if adapter is not None:
-        model = models.load_adapter(model, adapter)
+        model = models.load_adapter(model, adapter, base=info, allow_pickle=allow_pickle,
+                                    allow_unverified=allow_unverified)
     convs = [[{"role": "system", "content": cfg.task.system_prompt}, {"role": "user", "content": r["text"]}]
              for r in inputs]
     with bar("predict", len(convs)) as advance:
@@ -273,7 +266,7 @@ def probe(config: ConfigArg,
     cfg = _load(config, overrides)
     pipe = Pipeline(cfg)
     if inputs is not None:
-        items = read_inputs(inputs, cfg.data.input_field)
+        items = read_inputs(inputs, cfg.data.input_field, cfg.data.max_line_bytes)
     elif cfg.data.inputs is not None:
         items = pipe.raw_inputs()
     elif cfg.data.train_file is not None:
@@ -312,6 +305,7 @@ def eval_(config: ConfigArg,
           out: Annotated[Optional[Path], typer.Option(help="Output directory (default: RUN_DIR/evaluate).")] = None,
           max_inputs: Annotated[Optional[int], typer.Option(min=1, help="Evaluate at most N rows "
                                                             "(overrides evaluate.max_inputs).")] = None,
+          allow_pickle: AllowPickleOpt = False, allow_unverified: AllowUnverifiedOpt = False,
           overrides: SetOpt = None) -> None:
     """A/B: the base model vs the tuned adapter on held-out inputs, scored on the same rubric.
 
@@ -332,13 +326,14 @@ def eval_(config: ConfigArg,
     if not rows_file.is_file():
         raise DataError(f"{rows_file}: eval rows not found; pass --eval-file FILE, set data.eval_file, or run "
                         f"`lorapipe run {config}` first (its split stage writes split/eval.jsonl)")
-    rows = read_rows(rows_file, system_prompt=cfg.task.system_prompt)
+    rows = read_rows(rows_file, system_prompt=cfg.task.system_prompt, max_line_bytes=cfg.data.max_line_bytes)
     if cfg.evaluate.max_inputs:
         rows = rows[:cfg.evaluate.max_inputs]
     pipe = Pipeline(cfg)
-    base, tok, _ = pipe.base()
+    base, tok, info = pipe.base()
+    model = models.load_adapter(base, adapter, base=info, allow_pickle=allow_pickle,
+                                allow_unverified=allow_unverified)
     judge = pipe.judge()
-    model = models.load_adapter(base, adapter)
     out = out or cfg.run_dir / "evaluate"
     probe_file = cfg.run_dir / "probe" / "probe.json"
     arms = 3 if cfg.evaluate.few_shot_arm else 2
@@ -447,7 +442,8 @@ def export(config: Annotated[Optional[Path], typer.Argument(
                show_default=False)] = None,
            adapter: Annotated[Optional[Path], typer.Option("--adapter", help="PEFT adapter directory.",
                                                            show_default=False)] = None,
-           out: Annotated[Optional[Path], typer.Option("--out", help="Directory to write (replaced atomically).",
+           out: Annotated[Optional[Path], typer.Option("--out", help="Directory to write: new, empty or an earlier "
+                                                       "export of the same kind (replaced atomically).",
                                                        show_default=False)] = None,
            merge: Annotated[bool, typer.Option("--merge/--adapter-only",
                                                help="Merged model (parity-checked) or plain PEFT adapter.")] = True,
@@ -455,6 +451,10 @@ def export(config: Annotated[Optional[Path], typer.Argument(
                                                        "adapter's manifest records.", show_default=False)] = None,
            allow_pickle: Annotated[bool, typer.Option("--allow-pickle",
                                                       help="Accept .bin (pickle) weights you trust.")] = False,
+           allow_unverified: Annotated[bool, typer.Option("--allow-unverified", help="Accept an adapter without "
+                                                          "a manifest.json to check its files against.")] = False,
+           force: Annotated[bool, typer.Option("--force", help="Replace --out even if it holds something else "
+                                               "than an earlier export of the same kind.")] = False,
            tolerance: Annotated[float, typer.Option("--tolerance", help="Largest merged-vs-unmerged logit "
                                                     "difference accepted.")] = 1e-4) -> None:
     """Export an adapter: merged into its base as a standard safetensors model (checked against the
@@ -470,7 +470,7 @@ def export(config: Annotated[Optional[Path], typer.Argument(
 
         raise ConfigError("export needs --adapter DIR and --out DIR (or a pipeline.yaml to take them from)")
     m = ex.run(adapter, out, mode="merge" if merge else "adapter", base=base, allow_pickle=allow_pickle,
-               tolerance=tolerance)
+               allow_unverified=allow_unverified, force=force, tolerance=tolerance)
     diff = m.metrics.get("parity_max_abs_diff")
     human = f"exported ({'merged' if merge else 'adapter only'}): {out}"
     if diff is not None:

@@ -108,7 +108,8 @@ class Pipeline:
     def raw_inputs(self) -> list[dict[str, str]]:
         from lorapipe.data.formats import read_inputs
 
-        rows = read_inputs(self.cfg.resolve(self.cfg.data.inputs), self.cfg.data.input_field)
+        rows = read_inputs(self.cfg.resolve(self.cfg.data.inputs), self.cfg.data.input_field,
+                           self.cfg.data.max_line_bytes)
         return rows[: self.cfg.data.max_inputs] if self.cfg.data.max_inputs else rows
 
     # -- the stages ------------------------------------------------------------------------------
@@ -198,7 +199,7 @@ class Pipeline:
     def _inputs_from_rows(self) -> list[dict[str, str]]:
         from lorapipe.data.formats import read_rows, row_id, user_text
 
-        rows = read_rows(self.cfg.resolve(self.cfg.data.train_file))
+        rows = read_rows(self.cfg.resolve(self.cfg.data.train_file), max_line_bytes=self.cfg.data.max_line_bytes)
         return [{"id": row_id(user_text(r)), "text": user_text(r)} for r in rows]
 
     def _split_source(self) -> Path:
@@ -246,8 +247,8 @@ class Pipeline:
         from lorapipe.progress import bar
 
         cfg, d = self.cfg, self.run_dir
-        model, tok, _ = self.base()
-        peft_model = load_adapter(model, d / "train" / "adapter")
+        model, tok, info = self.base()
+        peft_model = load_adapter(model, d / "train" / "adapter", base=info)
         log_file, probe_file = d / "train" / "trainer_log.json", d / "probe" / "probe.json"
         try:
             rows = read_rows(self._train_files()[1], system_prompt=cfg.task.system_prompt)
@@ -267,6 +268,9 @@ class Pipeline:
     def run(self, force: str | None = None, only: set[str] | None = None) -> RunResult:
         if force is not None and force not in STAGES:
             raise ConfigError(f"--force: unknown stage `{force}`; stages are: {', '.join(STAGES)}")
+        from lorapipe.models import check_spec
+
+        check_spec(self.cfg.base_model)  # a base model that will not load stops the run before any paid call
         result = RunResult(self.run_dir)
         self.run_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_json(self.run_dir / "config.json", self.cfg.resolved())
