@@ -1,4 +1,4 @@
-"""``lorapipe registry ...``: list, show, push, pull, promote, rollback, diff and verify adapters.
+"""``lorapipe registry ...``: list, show, push, pull, promote, rollback, diff, verify and gc adapters.
 
 Imports nothing heavy at module level, so ``lorapipe --help`` stays fast.
 """

@@ -8,11 +8,15 @@ Layout under the registry URL (a local directory or any fsspec URL)::
     aliases/<name>/<alias>/<seq>.json    alias log: each promote/rollback is one immutable event
 
 Why it is safe with concurrent writers and kill -9: a push uploads its blobs first (idempotent,
-each appears whole or not at all), then *claims* the next version number by creating
-``v<N>.json`` only if it does not exist (``O_EXCL``-style link locally, ``If-None-Match: *`` on S3);
-the loser of a race retries at N+1. A push killed before the claim leaves only unreferenced blobs,
-never a visible version. Aliases are an append-only log claimed the same way, so concurrent promotes
-are never lost and ``rollback`` pops the alias back to its previous target.
+each appears whole or not at all; one already there is re-hashed and replaced if corrupt), then
+*claims* the next version number by creating ``v<N>.json`` only if it does not exist
+(``O_EXCL``-style link locally, ``If-None-Match: *`` on S3); the loser of a race retries at N+1.
+A push killed before the claim leaves only unreferenced blobs and ``.tmp`` files (``gc`` removes
+the latter), never a visible version. Aliases are an append-only log claimed the same way, so
+concurrent promotes are never lost and ``rollback`` pops the alias back to its previous target.
+
+A push stores only an adapter that passes :func:`lorapipe.adapter_files.verify_adapter_dir`, the
+check every load runs; ``verify`` runs it again on the stored copy.
 """
 
 from __future__ import annotations

@@ -141,3 +141,19 @@ def test_cli_push_refusal_and_gc(tmp_path: Path) -> None:
     res = subprocess.run([*cmd, "gc", "--min-age", "0", "--json", "--registry", str(reg)], cwd=ROOT,
                          capture_output=True, text=True, timeout=120, check=False)
     assert res.returncode == 0 and json.loads(res.stdout)["removed"] == ["blobs/.left.tmp"]
+
+
+def test_registry_files_honour_the_umask(reg: Registry, tmp_path: Path) -> None:
+    """Records and blobs are readable by the group and others when the umask says so (a shared registry,
+    a server running as another user), not mkstemp's owner-only 0o600."""
+    import stat
+
+    old = os.umask(0o022)
+    try:
+        reg.push("c", make_adapter_dir(tmp_path / "a"))
+    finally:
+        os.umask(old)
+    root = Path(reg.url)
+    record = root / "versions" / "c" / "v1.json"
+    blob = root / blob_key(reg.record("c@v1")["files"]["adapter/" + WEIGHTS])
+    assert stat.S_IMODE(record.stat().st_mode) == 0o644 and stat.S_IMODE(blob.stat().st_mode) == 0o444
