@@ -21,6 +21,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
 from lorapipe.errors import ConfigError
+from lorapipe.textfiles import DEFAULT_MAX_LINE_BYTES, read_text
 
 ALL_PROJECTIONS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
@@ -62,6 +63,9 @@ class DataConfig(Section):
         None, description="Ready chat/alpaca/prompt-completion rows; skips generate, score and augment.")
     eval_file: Path | None = Field(None, description="Ready eval rows; without it the split makes one.")
     max_inputs: int | None = Field(None, gt=0, description="Use only the first N raw inputs.")
+    max_line_bytes: int = Field(DEFAULT_MAX_LINE_BYTES, ge=1024, description="Longest line read from an "
+                                "inputs or rows file, in bytes; a longer one is reported as a bad line "
+                                "(it is not read into memory).")
 
 
 # ----------------------------------------------------------------------------------------- llm
@@ -275,6 +279,7 @@ class PipelineConfig(Section):
 
     _source: Path | None = PrivateAttr(None)
     _overrides: dict[str, Any] = PrivateAttr(default_factory=dict)  # --set values, for child processes
+    _as_written: dict[str, str] = PrivateAttr(default_factory=dict)  # model paths before resolving them
 
     @model_validator(mode="after")
     def _cross_checks(self) -> PipelineConfig:
@@ -312,6 +317,13 @@ class PipelineConfig(Section):
         """sha256 of the named sections, resolved. Only the config: what else a stage depends on (files,
         code, model weights) is hashed by the runner (lorapipe.pipeline.deps)."""
         sections = {n: _jsonable(getattr(self, n)) for n in names}
+        for dotted, written in self._as_written.items():  # a moved project folder is the same config
+            top, _, sub = dotted.partition(".")
+            if top in sections:
+                if sub:
+                    sections[top] = {**sections[top], sub: written}
+                else:
+                    sections[top] = written
         return hashlib.sha256(json.dumps(sections, sort_keys=True).encode()).hexdigest()
 
     def resolved(self) -> dict[str, Any]:
@@ -391,7 +403,7 @@ def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> Pi
     if not path.is_file():
         raise ConfigError(f"{path}: config file not found; pass the path to a pipeline.yaml "
                           "(see examples/contact-extraction/pipeline.yaml)")
-    text = path.read_text(encoding="utf-8")
+    text = read_text(path, error=ConfigError)
     try:
         data = yaml.safe_load(text)
         lines = _key_lines(yaml.compose(text)) if data is not None else {}
@@ -404,8 +416,13 @@ def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> Pi
     for dotted, value in (overrides or {}).items():
         node = data
         *parents, last = dotted.split(".")
-        for p in parents:
+        for i, p in enumerate(parents):
             node = node.setdefault(p, {})
+            if not isinstance(node, dict):
+                where = ".".join(parents[:i + 1])
+                raise ConfigError(f"--set {dotted}=...: `{where}` is {type(node).__name__} {node!r}, not a section "
+                                  f"with fields; set `{where}` itself, or a field of a section (e.g. "
+                                  "--set train.num_train_epochs=1)")
         node[last] = value
     try:
         cfg = PipelineConfig.model_validate(data)
@@ -414,4 +431,39 @@ def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> Pi
         raise ConfigError(f"{path}: {len(problems)} problem(s) in the config:", problems) from None
     cfg._source = path.resolve()
     cfg._overrides = dict(overrides or {})
+    _resolve_model_paths(cfg)
     return cfg
+
+
+def _resolve_model_paths(cfg: PipelineConfig) -> None:
+    """Make ``base_model`` (and a local teacher's or judge's ``model``) absolute when it is a path relative
+    to the config's folder, as every relative path in the file is; remember what was written for hashing.
+
+    A spec is such a path when it exists next to the config, or is spelt as one (``./x``, ``../x``):
+    then a typo is reported as a missing folder, never taken for a hub id.
+    """
+    fields: list[tuple[str, Any, str]] = [("base_model", cfg, "base_model")]
+    fields += [(f"{role}.model", llm, "model") for role in ("teacher", "judge")
+               if (llm := getattr(cfg, role)) is not None and llm.kind == "local" and llm.model]
+    for dotted, owner, attr in fields:
+        spec: str = getattr(owner, attr)
+        p = Path(spec).expanduser()
+        if p.is_absolute() or not ((cfg.base_dir / p).exists() or spec.startswith(("./", "../"))):
+            continue
+        cfg._as_written[dotted] = spec
+        setattr(owner, attr, str((cfg.base_dir / p).resolve()))
+
+
+def parse_overrides(items: list[str]) -> dict[str, Any]:
+    """``--set KEY=VALUE`` items -> ``{dotted key: YAML value}``; a malformed one is a :class:`ConfigError`."""
+    parsed: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. --set train.num_train_epochs=1")
+        try:
+            parsed[key.strip()] = yaml.safe_load(value)
+        except yaml.YAMLError as e:
+            raise ConfigError(f"--set {item!r}: the value is not valid YAML ({getattr(e, 'problem', None) or e}); "
+                              "quote it, e.g. --set 'task.name=\"x\"' or --set 'lora.target_modules=[q_proj]'") from None
+    return parsed

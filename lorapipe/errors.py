@@ -9,7 +9,8 @@ or 1 (everything else), never a traceback::
      ├── DataError       a data file has a bad line, or a stage's input is missing
      ├── ModelError      a base model or adapter cannot be resolved or loaded
      ├── TeacherError    a teacher/judge endpoint or function failed for good
-     ├── RegistryError   a registry reference is unknown, or the store is inconsistent
+     ├── RegistryError   a registry operation failed, or the store is inconsistent
+     │    └── RegistryRefError  a registry name or reference is malformed or names nothing
      └── ServeError      the server cannot start or an adapter cannot be served
 """
 
@@ -51,7 +52,10 @@ class DataError(LorapipeError):
 
 
 class ModelError(LorapipeError):
-    """A model or adapter could not be resolved or loaded."""
+    """A model or adapter could not be resolved or loaded: the spec, file or folder the user named is at
+    fault (missing, corrupt, for another base), so it is bad input like a config error."""
+
+    exit_code = 2
 
 
 class TeacherError(LorapipeError):
@@ -60,6 +64,12 @@ class TeacherError(LorapipeError):
 
 class RegistryError(LorapipeError):
     """A registry operation failed."""
+
+
+class RegistryRefError(RegistryError):
+    """A registry name, alias or reference is malformed or names nothing: bad input, like a config error."""
+
+    exit_code = 2
 
 
 class ServeError(LorapipeError):

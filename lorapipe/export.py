@@ -10,9 +10,11 @@ under ``tolerance`` (1e-4 for fp32), else nothing is written.
 loadable by ``peft.PeftModel.from_pretrained`` and by ``vllm serve BASE --enable-lora
 --lora-modules NAME=DIR``; features vLLM cannot serve are listed in ``extra.vllm_problems``.
 
-Pickle (``.bin``) weights are refused unless ``allow_pickle``. The base model comes from the adapter
-manifest's ``extra.base_model.spec``, else ``adapter_config.json``'s ``base_model_name_or_path``,
-unless ``base`` overrides it. The output directory is written atomically.
+The adapter passes :func:`lorapipe.adapter_files.verify_adapter_dir` first (pickle ``.bin`` weights
+only with ``allow_pickle``, no manifest only with ``allow_unverified``). The base model comes from
+the adapter manifest's ``extra.base_model.spec``, else ``adapter_config.json``'s
+``base_model_name_or_path``, unless ``base`` overrides it. The output directory is written
+atomically and never replaces a folder export did not write (:func:`check_target`).
 """
 
 from __future__ import annotations
@@ -23,15 +25,18 @@ import shutil
 from pathlib import Path
 from typing import Any, Literal
 
-from lorapipe.errors import ModelError
-from lorapipe.manifest import MANIFEST, Manifest, atomic_dir, sha256_file, sha256_json
-from lorapipe.serve.adapters import (
+from lorapipe.adapter_files import (
     CONFIG_FILE,
     SAFE_WEIGHTS,
     VerifiedAdapter,
+    base_spec,
+    check_base_compatible,
     load_weights,
     verify_adapter_dir,
+    vllm_problems,
 )
+from lorapipe.errors import ConfigError, ModelError
+from lorapipe.manifest import MANIFEST, Manifest, atomic_dir, sha256_file, sha256_json
 
 log = logging.getLogger(__name__)
 
@@ -42,46 +47,54 @@ PARITY_PROMPTS = [
      {"role": "user", "content": "Extract the contact: Ann Lee, ann.lee@example.com, +1 555 123 4567"}],
     [{"role": "user", "content": "Write one sentence about the sea."}],
 ]
-# what vLLM's LoRA loader does not take (vllm/lora/models.py and peft_helper.py)
-_VLLM_MODULES_TO_SAVE = {"lm_head", "embed_tokens"}
 
 
-def base_spec(adapter: VerifiedAdapter, override: str | None = None) -> str:
-    """Which base model the adapter belongs to: ``override``, the manifest's record, or its config."""
-    if override:
-        return override
-    spec = (adapter.base_identity or {}).get("spec") or adapter.config.get("base_model_name_or_path")
-    if not spec:
-        raise ModelError(f"{adapter.path}: neither {MANIFEST} (extra.base_model.spec) nor {CONFIG_FILE} "
-                         "(base_model_name_or_path) names the base model; pass --base SPEC")
-    return str(spec)
+def check_target(out: Path, source: Path, mode: str, *, force: bool = False) -> None:
+    """Refuse an ``--out`` whose replacement would destroy what export did not write.
+
+    ``out`` is replaced whole, so it must be new, empty, or an earlier export of the same ``mode``
+    holding nothing but the files its manifest lists; ``force`` allows any other folder. Never,
+    even with ``force``: the adapter directory, a folder that holds it (a run directory) or one
+    inside it, and the current directory or a folder that holds it.
+    """
+    target, src, here = out.resolve(), source.resolve(), Path.cwd().resolve()
+    clash = ("is the adapter directory" if target == src else "holds the adapter directory" if target in src.parents
+             else "lies inside the adapter directory" if src in target.parents else None)
+    if clash:
+        raise ConfigError(f"--out {out}: {clash} {source}, and export replaces the whole folder; choose a new "
+                          "directory outside it (e.g. exports/NAME)")
+    if target == here or target in here.parents:
+        raise ConfigError(f"--out {out}: is the current directory or holds it, and export replaces the whole "
+                          "folder; choose a new directory (e.g. exports/NAME)")
+    if not (target.exists() or target.is_symlink()) or (target.is_dir() and not any(target.iterdir())):
+        return
+    if force or _earlier_export(target, mode):
+        return
+    found = sorted(p.relative_to(target).as_posix() for p in target.rglob("*") if p.is_file())
+    shown = ", ".join(found[:5]) + (f" and {len(found) - 5} more" if len(found) > 5 else "")
+    what = "a file" if target.is_file() else f"a folder of {len(found)} file(s) ({shown or 'only folders'})"
+    raise ConfigError(f"--out {out}: already exists and is {what}, not an earlier {mode} export; export would "
+                      "replace all of it. Choose a new or empty directory, or pass --force to replace it")
 
 
-def vllm_problems(config: dict[str, Any]) -> list[str]:
-    """Reasons vLLM's ``--lora-modules`` would refuse this adapter (empty when it would load it)."""
-    problems = []
-    if config.get("use_dora"):
-        problems.append("DoRA (use_dora) is not supported by vLLM; export merged instead")
-    if config.get("bias", "none") != "none":
-        problems.append(f"bias={config['bias']!r}: vLLM loads LoRA weights only; train with bias 'none'")
-    extra = set(config.get("modules_to_save") or []) - _VLLM_MODULES_TO_SAVE
-    if extra:
-        problems.append(f"modules_to_save {sorted(extra)}: vLLM only takes lm_head/embed_tokens")
-    if config.get("layers_to_transform") is not None:
-        problems.append("layers_to_transform is not supported by vLLM")
-    return problems
+def _earlier_export(target: Path, mode: str) -> bool:
+    """An export of ``mode`` written here, holding nothing its manifest does not list (no notes added)."""
+    m = Manifest.load(target) if target.is_dir() else None
+    if m is None or m.stage != "export" or m.config.get("mode") != mode:
+        return False
+    files = {p.relative_to(target).as_posix() for p in target.rglob("*") if p.is_file() or p.is_symlink()}
+    return files <= set(m.outputs) | {MANIFEST}
 
 
 def run(adapter: str | Path, out: str | Path, *, mode: Literal["merge", "adapter"] = "merge",
-        base: str | None = None, allow_pickle: bool = False, tolerance: float = FP32_TOLERANCE,
-        prompts: list[list[dict[str, str]]] | None = None) -> Manifest:
+        base: str | None = None, allow_pickle: bool = False, allow_unverified: bool = False, force: bool = False,
+        tolerance: float = FP32_TOLERANCE, prompts: list[list[dict[str, str]]] | None = None) -> Manifest:
     """Export ``adapter`` to ``out`` (see the module docstring); return the written manifest."""
     if mode not in ("merge", "adapter"):
         raise ModelError(f"export mode must be `merge` or `adapter`, got {mode!r}")
     adapter, out = Path(adapter), Path(out)
-    if out.resolve() == adapter.resolve() or adapter.resolve() in out.resolve().parents:
-        raise ModelError(f"--out {out} is the adapter directory or inside it; choose another directory")
-    verified = verify_adapter_dir(adapter, allow_pickle=allow_pickle, require_manifest=False, error=ModelError)
+    check_target(out, adapter, mode, force=force)
+    verified = verify_adapter_dir(adapter, allow_pickle=allow_pickle, require_manifest=not allow_unverified)
     if mode == "adapter":
         return _export_adapter(verified, out, base)
     return _export_merged(verified, out, base_spec(verified, base), allow_pickle, tolerance,
@@ -146,10 +159,7 @@ def _export_merged(verified: VerifiedAdapter, out: Path, spec: str, allow_pickle
 
     info = resolve(spec)
     _refuse_pickled_base(info.path, allow_pickle)
-    recorded = (verified.base_identity or {}).get("weights_sha256")
-    if recorded and recorded != info.weights_sha256:
-        raise ModelError(f"{verified.path}: trained on base weights {recorded[:12]}…, but `{spec}` has "
-                         f"{info.weights_sha256[:12]}…; pass the right --base")
+    check_base_compatible(verified, info.identity())
     tok = load_tokenizer(info)
     model = load_model(info, dtype=torch.float32).eval()
     try:

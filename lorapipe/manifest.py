@@ -34,6 +34,43 @@ def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
+def safetensors_problem(path: str | Path, max_header: int = 100 << 20) -> str | None:
+    """Why ``path`` is not a whole safetensors file (bad header, truncated, padded), or None.
+
+    Reads the header only: 8 bytes of little-endian length, that many bytes of JSON whose tensors'
+    ``data_offsets`` must end exactly at the end of the file. A flipped bit inside the tensor data is
+    not seen here; the sha256 in a manifest catches that.
+    """
+    path = Path(path)
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as f:
+            head = f.read(8)
+            if len(head) < 8:
+                return f"{size} bytes, too short to be a safetensors file"
+            n = int.from_bytes(head, "little")
+            if n > min(size - 8, max_header):
+                return f"its header claims {n} bytes but the file has {size}; truncated or not safetensors"
+            header = json.loads(f.read(n))
+    except OSError as e:
+        return f"cannot read it: {e}"
+    except ValueError as e:  # JSONDecodeError, UnicodeDecodeError
+        return f"the header is not valid JSON ({e}); truncated or not safetensors"
+    if not isinstance(header, dict):
+        return "the header is not a JSON object; not safetensors"
+    end = 0
+    for name, t in header.items():
+        offsets = t.get("data_offsets") if isinstance(t, dict) and name != "__metadata__" else None
+        if name == "__metadata__":
+            continue
+        if not (isinstance(offsets, list) and len(offsets) == 2 and all(isinstance(x, int) for x in offsets)):
+            return f"tensor `{name}` has no valid data_offsets in the header"
+        end = max(end, offsets[1])
+    if 8 + n + end != size:
+        return f"the header describes {8 + n + end} bytes but the file has {size}; truncated or damaged"
+    return None
+
+
 def sha256_tree(path: str | Path, exclude: tuple[str, ...] = (MANIFEST,)) -> dict[str, str]:
     """sha256 of every file below ``path`` (relative posix path -> hash), sorted."""
     path = Path(path)
@@ -50,11 +87,27 @@ def sha256_json(obj: Any) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
 
 
+def umask_mode(mode: int = 0o666) -> int:
+    """``mode`` less the process umask: what ``open()``/``mkdir()`` would give a new file or folder.
+
+    ``mkstemp``/``mkdtemp`` create owner-only temporaries; an output renamed from one must get this
+    mode instead, or a reader running as another user (a vLLM server, a shared registry) is locked out.
+    """
+    try:  # Linux: read it without changing it (os.umask would, briefly, for every thread)
+        with open("/proc/self/status") as f:
+            mask = next(int(line.split()[1], 8) for line in f if line.startswith("Umask:"))
+    except (OSError, StopIteration, ValueError, IndexError):
+        mask = os.umask(0o022)
+        os.umask(mask)
+    return mode & ~mask
+
+
 def atomic_write(path: str | Path, data: str | bytes) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, umask_mode())  # not mkstemp's owner-only 0o600
         with os.fdopen(fd, "wb") as f:
             f.write(data.encode() if isinstance(data, str) else data)
             f.flush()
@@ -77,18 +130,24 @@ def write_jsonl(path: str | Path, rows: list[dict[str, Any]]) -> None:
 @contextlib.contextmanager
 def atomic_dir(target: str | Path) -> Iterator[Path]:
     """Yield a temporary directory that replaces ``target`` only if the block succeeds."""
-    target = Path(target)
+    target = Path(os.path.abspath(target))  # `.` or `x/..` name no folder to put a sibling temp dir in
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp"))
+    # mkdtemp makes the folder owner-only (0o700); the result is an output like any other file, so it
+    # gets the permissions the umask gives a new folder (a vLLM running as another user must read it)
+    os.chmod(tmp, umask_mode(0o777))
     try:
         yield tmp
         old = None
-        if target.exists():
+        if target.exists() or target.is_symlink():
             old = target.with_name(f".{target.name}.old-{os.getpid()}-{time.time_ns()}")
             os.replace(target, old)
         os.replace(tmp, target)
         if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
+            if old.is_dir() and not old.is_symlink():
+                shutil.rmtree(old, ignore_errors=True)
+            else:
+                old.unlink(missing_ok=True)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from lorapipe.errors import ModelError
-from lorapipe.manifest import atomic_dir, atomic_write_json, sha256_file
+from lorapipe.manifest import atomic_dir, atomic_write_json, safetensors_problem, sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -128,8 +128,7 @@ def resolve(spec: str) -> ModelInfo:
         ident = json.loads((path / IDENTITY_FILE).read_text())
         return ModelInfo(spec, path, "gguf", ident["weights_sha256"])
     if p.is_dir():
-        if not (p / "config.json").is_file():
-            raise ModelError(f"{p}: not a Hugging Face model directory (no config.json)")
+        check_model_dir(p)
         ident_file = p / IDENTITY_FILE
         digest = json.loads(ident_file.read_text())["weights_sha256"] if ident_file.is_file() else weights_hash(p)
         return ModelInfo(spec, p.resolve(), "local", digest)
@@ -153,6 +152,37 @@ def _resolve_hub(spec: str) -> ModelInfo:
     return ModelInfo(spec, path, "hub", weights_hash(path))
 
 
+def check_model_dir(model_dir: Path) -> None:
+    """Raise :class:`ModelError` unless ``model_dir`` looks loadable: a JSON ``config.json`` and weight files
+    whose safetensors headers describe whole files. Reads headers only, never the weights."""
+    cfg = model_dir / "config.json"
+    try:
+        json.loads(cfg.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ModelError(f"{model_dir}: not a Hugging Face model directory (no config.json)") from None
+    except (ValueError, OSError) as e:
+        raise ModelError(f"{cfg}: not valid JSON ({e}); restore the model directory") from None
+    weights = sorted(p for p in model_dir.iterdir() if p.suffix in (".safetensors", ".bin", ".pt"))
+    if not weights:
+        raise ModelError(f"{model_dir}: no weight files (*.safetensors) found")
+    for p in weights:
+        if p.suffix == ".safetensors" and (why := safetensors_problem(p)):
+            raise ModelError(f"{p}: corrupt model weights ({why}); download or convert the model again")
+
+
+def check_spec(spec: str) -> Path:
+    """Check, cheaply and before anything costs money, that ``spec`` names a base model that will load.
+
+    A local directory is checked in place (config and weight-file headers, no hashing); the embedded
+    alias, a ``.gguf`` or a hub id is resolved first (converted or fetched once, as training would).
+    Returns the local directory.
+    """
+    p = Path(spec).expanduser()
+    path = p.resolve() if spec not in EMBEDDED and p.suffix != ".gguf" and p.is_dir() else resolve(spec).path
+    check_model_dir(path)
+    return path
+
+
 def load_tokenizer(info: ModelInfo):
     from transformers import AutoTokenizer
 
@@ -169,9 +199,10 @@ def load_model(info: ModelInfo, dtype: Any = None, device: str | None = None):
     import torch
     from transformers import AutoModelForCausalLM
 
+    check_model_dir(info.path)  # a truncated file gives a clear message here, not a loader traceback
     try:
         model = AutoModelForCausalLM.from_pretrained(info.path, dtype=dtype or torch.float32)
-    except (OSError, ValueError) as e:
+    except (OSError, ValueError, RuntimeError) as e:
         raise ModelError(f"{info.path}: cannot load the model: {e}") from None
     if device:
         model.to(device)
@@ -195,12 +226,26 @@ def linear_module_names(model) -> set[str]:
     return names
 
 
-def load_adapter(model, adapter_dir: str | Path, adapter_name: str = "default"):
-    """Wrap ``model`` with the PEFT adapter in ``adapter_dir`` (inference mode)."""
+def load_adapter(model, adapter_dir: str | Path, adapter_name: str = "default", *, base: ModelInfo | None = None,
+                 allow_pickle: bool = False, allow_unverified: bool = False):
+    """Wrap ``model`` with the PEFT adapter in ``adapter_dir`` (inference mode), after the adapter check.
+
+    The directory must pass :func:`lorapipe.adapter_files.verify_adapter_dir` (files match its
+    manifest, safetensors unless ``allow_pickle``, a manifest unless ``allow_unverified``) and, when
+    ``base`` is given, must have been trained on those base weights.
+    """
     from peft import PeftModel
 
-    adapter_dir = Path(adapter_dir)
-    if not (adapter_dir / "adapter_config.json").is_file():
-        raise ModelError(f"{adapter_dir}: not an adapter directory (no adapter_config.json); pass the "
-                         "`adapter` folder written by `lorapipe train`, e.g. runs/<task>/train/adapter")
-    return PeftModel.from_pretrained(model, adapter_dir, adapter_name=adapter_name, is_trainable=False)
+    from lorapipe.adapter_files import AdapterInvalid, check_base_compatible, verify_adapter_dir
+
+    verified = verify_adapter_dir(adapter_dir, allow_pickle=allow_pickle, require_manifest=not allow_unverified)
+    if base is not None:
+        check_base_compatible(verified, base.identity())
+    try:
+        return PeftModel.from_pretrained(model, Path(adapter_dir), adapter_name=adapter_name, is_trainable=False)
+    except Exception as e:  # noqa: BLE001 - shapes or modules of another base, unreadable weights
+        first = str(e).strip().splitlines()[0][:300] if str(e).strip() else type(e).__name__
+        trained = f"; it was trained on `{verified.trained_on}`" if verified.trained_on else ""
+        here = f" `{base.spec}`" if base is not None else ""
+        raise AdapterInvalid(f"{adapter_dir}: cannot apply the adapter to the base model{here}{trained} "
+                             f"({type(e).__name__}: {first})") from None

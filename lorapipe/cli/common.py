@@ -43,21 +43,9 @@ def emit(ctx: typer.Context, result: dict[str, Any], human: str | None = None) -
 
 
 def load(config: Path, overrides: list[str] | None = None):  # -> PipelineConfig (imported lazily)
-    import yaml
+    from lorapipe.config import load_config, parse_overrides
 
-    from lorapipe.config import load_config
-
-    parsed = {}
-    for item in overrides or []:
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. --set train.num_train_epochs=1")
-        try:
-            parsed[key] = yaml.safe_load(value)
-        except yaml.YAMLError as e:
-            raise ConfigError(f"--set {item!r}: the value is not valid YAML ({str(e).splitlines()[0]}); quote "
-                              "it, e.g. --set 'task.name=\"a: b\"'") from None
-    return load_config(config, parsed)
+    return load_config(config, parse_overrides(overrides or []))
 
 
 def engine_events(messages: bool = True):  # -> lorapipe.events.EventBus

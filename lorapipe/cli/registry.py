@@ -1,4 +1,4 @@
-"""``lorapipe registry ...``: list, show, push, pull, promote, rollback, diff and verify adapters.
+"""``lorapipe registry ...``: list, show, push, pull, promote, rollback, diff, verify and gc adapters.
 
 Imports nothing heavy at module level, so ``lorapipe --help`` stays fast.
 """
@@ -25,6 +25,10 @@ RegistryOpt = Annotated[str | None, typer.Option(
     help="Registry directory or URL (default: $LORAPIPE_REGISTRY, else ~/.local/share/lorapipe/registry).")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout.")]
 RefArg = Annotated[str, typer.Argument(help="NAME, NAME@vN, NAME@latest or NAME@ALIAS.", show_default=False)]
+# the adapter check's two switches, named as on every command that loads an adapter (serve, predict, eval, export)
+AllowPickleOpt = Annotated[bool, typer.Option("--allow-pickle", help="Accept .bin (pickle) adapter weights you trust.")]
+AllowUnverifiedOpt = Annotated[bool, typer.Option("--allow-unverified", help="Accept an adapter without a "
+                                                  "manifest.json to check its files' hashes against.")]
 OPTIONS_ENV = "LORAPIPE_REGISTRY_OPTIONS"
 
 
@@ -147,10 +151,15 @@ def push_cmd(name: Annotated[str, typer.Argument(help="Adapter name, e.g. contac
              = False,
              promote: Annotated[str | None, typer.Option(help="Then point this alias at it (e.g. staging).")]
              = None,
+             allow_pickle: AllowPickleOpt = False, allow_unverified: AllowUnverifiedOpt = False,
              registry: RegistryOpt = None, as_json: JsonOpt = False) -> None:
-    """Store a run or adapter directory as a new immutable version NAME@vN."""
+    """Store a run or adapter directory as a new immutable version NAME@vN.
+
+    The adapter is checked first, as every load checks it: files match its manifest.json,
+    safetensors weights (pickle only with --allow-pickle), a manifest (unless --allow-unverified)."""
     reg = _open(registry)
-    ref = reg.push(name, source, message=message, parent=parent, dedup=dedup)
+    ref = reg.push(name, source, message=message, parent=parent, dedup=dedup, allow_pickle=allow_pickle,
+                   allow_unverified=allow_unverified)
     event = reg.promote(ref, promote) if promote else None
     if _json_wanted(as_json):
         return _print_json({"ref": ref, "registry": reg.url, "promoted": event})
@@ -248,10 +257,12 @@ def _short(v: Any, n: int = 60) -> str:
 
 @app.command("verify")
 def verify_cmd(refs: Annotated[list[str], typer.Argument(help="References to check.", show_default=False)],
+               allow_pickle: AllowPickleOpt = False, allow_unverified: AllowUnverifiedOpt = False,
                registry: RegistryOpt = None, as_json: JsonOpt = False) -> None:
-    """Re-hash every stored file of each REF; exit 1 if any is missing or corrupt."""
+    """Re-hash every stored file of each REF and check its adapter as a load would; exit 1 if a file is
+    missing or corrupt or the adapter would be refused."""
     reg = _open(registry)
-    results = [reg.verify(r) for r in refs]
+    results = [reg.verify(r, allow_pickle=allow_pickle, allow_unverified=allow_unverified) for r in refs]
     if _json_wanted(as_json):
         _print_json(results)
     else:
@@ -262,3 +273,17 @@ def verify_cmd(refs: Annotated[list[str], typer.Argument(help="References to che
                 print(f"  {p}")
     if not all(r["ok"] for r in results):
         raise typer.Exit(1)
+
+
+@app.command("gc")
+def gc_cmd(min_age: Annotated[float, typer.Option("--min-age", help="Only remove leftovers untouched for this "
+                                                  "many seconds (younger ones may be a push in progress).")] = 3600,
+           registry: RegistryOpt = None, as_json: JsonOpt = False) -> None:
+    """Remove the temporary files killed pushes left in the registry; list blobs no version uses."""
+    res = _open(registry).gc(min_age_s=min_age)
+    if _json_wanted(as_json):
+        return _print_json(res)
+    print(f"{res['registry']}: removed {len(res['removed'])} temporary file(s) of interrupted pushes; "
+          f"{len(res['unreferenced'])} blob(s) no version refers to (kept)")
+    for key in res["removed"]:
+        print(f"  removed {key}")

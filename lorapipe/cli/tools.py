@@ -8,6 +8,7 @@ from typing import Annotated, Optional
 import typer
 
 from lorapipe.cli.common import ConfigArg, RegistryUrlOpt, SetOpt, emit, load
+from lorapipe.cli.registry import AllowPickleOpt, AllowUnverifiedOpt
 
 app = typer.Typer()
 Opt = Optional  # typer needs Optional[...] for optional options on Python 3.10
@@ -22,6 +23,7 @@ def predict(ctx: typer.Context, config: ConfigArg,
             max_new_tokens: Annotated[int, typer.Option(help="Most tokens per answer.")] = 128,
             temperature: Annotated[float, typer.Option(help="0 = greedy.")] = 0.0,
             batch_size: Annotated[int, typer.Option(help="Generation batch size.")] = 8,
+            allow_pickle: AllowPickleOpt = False, allow_unverified: AllowUnverifiedOpt = False,
             overrides: SetOpt = None) -> None:
     """Answer each input with the base model or an adapter (batched); one JSON line per input."""
     import json as _json
@@ -32,10 +34,11 @@ def predict(ctx: typer.Context, config: ConfigArg,
     from lorapipe.progress import bar
 
     cfg = load(config, overrides)
-    inputs = read_inputs(input, cfg.data.input_field)
-    model, tok, _ = models.load(cfg.base_model)
+    inputs = read_inputs(input, cfg.data.input_field, cfg.data.max_line_bytes)
+    model, tok, info = models.load(cfg.base_model)
     if adapter is not None:
-        model = models.load_adapter(model, adapter)
+        model = models.load_adapter(model, adapter, base=info, allow_pickle=allow_pickle,
+                                    allow_unverified=allow_unverified)
     convs = [[{"role": "system", "content": cfg.task.system_prompt}, {"role": "user", "content": r["text"]}]
              for r in inputs]
     with bar("predict", len(convs)) as advance:
@@ -56,7 +59,8 @@ def export(ctx: typer.Context, config: Annotated[Opt[Path], typer.Argument(
                show_default=False)] = None,
            adapter: Annotated[Opt[Path], typer.Option("--adapter", help="PEFT adapter directory.",
                                                            show_default=False)] = None,
-           out: Annotated[Opt[Path], typer.Option("--out", help="Directory to write (replaced atomically).",
+           out: Annotated[Opt[Path], typer.Option("--out", help="Directory to write: new, empty or an earlier "
+                                                       "export of the same kind (replaced atomically).",
                                                        show_default=False)] = None,
            merge: Annotated[bool, typer.Option("--merge/--adapter-only",
                                                help="Merged model (parity-checked) or plain PEFT adapter.")] = True,
@@ -64,6 +68,10 @@ def export(ctx: typer.Context, config: Annotated[Opt[Path], typer.Argument(
                                                        "adapter's manifest records.", show_default=False)] = None,
            allow_pickle: Annotated[bool, typer.Option("--allow-pickle",
                                                       help="Accept .bin (pickle) weights you trust.")] = False,
+           allow_unverified: Annotated[bool, typer.Option("--allow-unverified", help="Accept an adapter without "
+                                                          "a manifest.json to check its files against.")] = False,
+           force: Annotated[bool, typer.Option("--force", help="Replace --out even if it holds something else "
+                                               "than an earlier export of the same kind.")] = False,
            tolerance: Annotated[float, typer.Option("--tolerance", help="Largest merged-vs-unmerged logit "
                                                     "difference accepted.")] = 1e-4) -> None:
     """Export an adapter: merged into its base as a standard safetensors model (checked against the
@@ -79,7 +87,7 @@ def export(ctx: typer.Context, config: Annotated[Opt[Path], typer.Argument(
 
         raise ConfigError("export needs --adapter DIR and --out DIR (or a pipeline.yaml to take them from)")
     m = ex.run(adapter, out, mode="merge" if merge else "adapter", base=base, allow_pickle=allow_pickle,
-               tolerance=tolerance)
+               allow_unverified=allow_unverified, force=force, tolerance=tolerance)
     diff = m.metrics.get("parity_max_abs_diff")
     human = f"exported ({'merged' if merge else 'adapter only'}): {out}"
     if diff is not None:

@@ -10,6 +10,7 @@ from typing import Annotated, Optional
 import typer
 
 from lorapipe.cli.common import ConfigArg, SetOpt, emit, engine, fmt_metrics, load
+from lorapipe.cli.registry import AllowPickleOpt, AllowUnverifiedOpt
 from lorapipe.errors import ConfigError
 
 app = typer.Typer()
@@ -84,6 +85,7 @@ def eval_(ctx: typer.Context, config: ConfigArg,
           out: Annotated[Opt[Path], typer.Option(help="Output directory (default: RUN_DIR/evaluate).")] = None,
           max_inputs: Annotated[Opt[int], typer.Option(min=1, help="Evaluate at most N rows "
                                                        "(overrides evaluate.max_inputs).")] = None,
+          allow_pickle: AllowPickleOpt = False, allow_unverified: AllowUnverifiedOpt = False,
           overrides: SetOpt = None) -> None:
     """A/B: the base model vs the tuned adapter on held-out inputs, scored on the same rubric.
 
@@ -99,7 +101,8 @@ def eval_(ctx: typer.Context, config: ConfigArg,
     out = out or cfg.run_dir / "evaluate"
     from lorapipe.evaluate import ab
 
-    m = engine(ctx, cfg, messages=False).run_stage("evaluate", files=files, out=out)
+    m = engine(ctx, cfg, messages=False, allow_pickle=allow_pickle,
+               allow_unverified=allow_unverified).run_stage("evaluate", files=files, out=out)
     result = json.loads((out / "ab.json").read_text())
     emit(ctx, {"out": str(out), "report": str(out / "report.html"), "metrics": m.metrics,
                "verdict": result["verdict"]["line"]}, ab.summary_text(result) + f"\nreport: {out / 'report.html'}")

@@ -16,10 +16,12 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from lorapipe.errors import DataError
+from lorapipe.textfiles import DEFAULT_MAX_LINE_BYTES, read_lines
 
 ROLES = ("system", "user", "assistant")
 
@@ -102,26 +104,34 @@ def normalize_row(obj: Any, system_prompt: str | None = None) -> tuple[dict[str,
     return row, None
 
 
-def read_rows(path: str | Path, system_prompt: str | None = None) -> list[dict[str, Any]]:
+def _json_lines(path: Path, max_line_bytes: int, problems: list[str]) -> Iterator[tuple[int, Any]]:
+    """``(line number, parsed JSON)`` for each non-blank line; bad lines go to ``problems`` as ``file:line: why``."""
+    for n, line, problem in read_lines(path, max_line_bytes):
+        if problem is None and line is not None and not line.strip():
+            continue
+        if problem is None:
+            try:
+                yield n, json.loads(line)
+                continue
+            except json.JSONDecodeError as e:
+                problem = f"not valid JSON: {e.msg} (column {e.colno})"
+        problems.append(f"{path}:{n}: {problem}")
+
+
+def read_rows(path: str | Path, system_prompt: str | None = None,
+              max_line_bytes: int = DEFAULT_MAX_LINE_BYTES) -> list[dict[str, Any]]:
     """Read chat/alpaca/prompt-completion JSONL; raise :class:`DataError` listing every bad line."""
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: data file not found")
-    rows, problems = [], []
-    with open(path, encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as e:
-                problems.append(f"{path}:{n}: not valid JSON: {e.msg} (column {e.colno})")
-                continue
-            row, problem = normalize_row(obj, system_prompt)
-            if problem:
-                problems.append(f"{path}:{n}: {problem}")
-            else:
-                rows.append(row)
+    rows: list[dict[str, Any]] = []
+    problems: list[str] = []
+    for n, obj in _json_lines(path, max_line_bytes, problems):
+        row, problem = normalize_row(obj, system_prompt)
+        if problem:
+            problems.append(f"{path}:{n}: {problem}")
+        else:
+            rows.append(row)
     if problems:
         raise DataError(f"{path}: {len(problems)} bad line(s); fix them and run again:", problems)
     if not rows:
@@ -142,10 +152,21 @@ def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
     return rows
 
 
-def read_inputs(path: str | Path, field: str = "text") -> list[dict[str, str]]:
+def _text_lines(path: Path, max_line_bytes: int, problems: list[str]) -> Iterator[str]:
+    """The decoded lines of ``path``; lines that cannot be read go to ``problems`` instead."""
+    for n, line, problem in read_lines(path, max_line_bytes):
+        if problem is not None:
+            problems.append(f"{path}:{n}: {problem}")
+        elif line is not None:
+            yield line
+
+
+def read_inputs(path: str | Path, field: str = "text",
+                max_line_bytes: int = DEFAULT_MAX_LINE_BYTES) -> list[dict[str, str]]:
     """Read raw inputs from .jsonl (``field``), .csv (column ``field``) or .txt (one per line).
 
     Returns ``[{"id": ..., "text": ...}]``; ids come from an ``id`` field/column when present.
+    Files are UTF-8; a line over ``max_line_bytes`` (``data.max_line_bytes``) is reported, not read.
     """
     path = Path(path)
     if not path.is_file():
@@ -153,41 +174,40 @@ def read_inputs(path: str | Path, field: str = "text") -> list[dict[str, str]]:
     out: list[dict[str, str]] = []
     problems: list[str] = []
     suffix = path.suffix.lower()
-    with open(path, encoding="utf-8", newline="") as f:
-        if suffix in (".jsonl", ".json"):
-            for n, line in enumerate(f, 1):
-                if not line.strip():
-                    continue
-                try:
-                    obj = json.loads(line)
-                except json.JSONDecodeError as e:
-                    problems.append(f"{path}:{n}: not valid JSON: {e.msg} (column {e.colno})")
-                    continue
-                if isinstance(obj, str):
-                    obj = {field: obj}
-                if not isinstance(obj, dict) or not isinstance(obj.get(field), str):
-                    problems.append(f"{path}:{n}: expected an object with a string field `{field}` "
-                                    "(set data.input_field to the field that holds the input)")
-                    continue
-                out.append({"id": str(obj.get("id") or row_id(obj[field])), "text": obj[field]})
-        elif suffix == ".csv":
-            reader = csv.DictReader(f)
-            if field not in (reader.fieldnames or []):
-                raise DataError(f"{path}:1: no column `{field}` (columns: {', '.join(reader.fieldnames or [])}); "
-                                "set data.input_field")
-            for n, rec in enumerate(reader, 2):
+    if suffix in (".jsonl", ".json"):
+        for n, obj in _json_lines(path, max_line_bytes, problems):
+            if isinstance(obj, str):
+                obj = {field: obj}
+            if not isinstance(obj, dict) or not isinstance(obj.get(field), str):
+                problems.append(f"{path}:{n}: expected an object with a string field `{field}` "
+                                "(set data.input_field to the field that holds the input)")
+                continue
+            out.append({"id": str(obj.get("id") or row_id(obj[field])), "text": obj[field]})
+    elif suffix == ".csv":
+        reader = csv.DictReader(_text_lines(path, max_line_bytes, problems))
+        if field not in (reader.fieldnames or []):
+            if problems:  # the header line itself could not be read
+                raise DataError(f"{path}: {len(problems)} bad line(s); fix them and run again:", problems)
+            raise DataError(f"{path}:1: no column `{field}` (columns: {', '.join(reader.fieldnames or [])}); "
+                            "set data.input_field")
+        if csv.field_size_limit() < max_line_bytes:  # a field may be as long as a line may
+            csv.field_size_limit(max_line_bytes)
+        try:
+            for rec in reader:
                 text = rec.get(field)
                 if not text or not text.strip():
-                    problems.append(f"{path}:{n}: empty `{field}`")
+                    problems.append(f"{path}:{reader.line_num}: empty `{field}`")
                     continue
                 out.append({"id": str(rec.get("id") or row_id(text)), "text": text})
-        elif suffix == ".txt":
-            for line in f:
-                if line.strip():
-                    text = line.rstrip("\n")
-                    out.append({"id": row_id(text), "text": text})
-        else:
-            raise DataError(f"{path}: unsupported inputs format `{suffix}`; use .jsonl, .csv or .txt")
+        except csv.Error as e:
+            raise DataError(f"{path}:{reader.line_num}: not valid CSV ({e})") from None
+    elif suffix == ".txt":
+        for line in _text_lines(path, max_line_bytes, problems):
+            if line.strip():
+                text = line.rstrip("\n")
+                out.append({"id": row_id(text), "text": text})
+    else:
+        raise DataError(f"{path}: unsupported inputs format `{suffix}`; use .jsonl, .csv or .txt")
     if problems:
         raise DataError(f"{path}: {len(problems)} bad line(s); fix them and run again:", problems)
     if not out:

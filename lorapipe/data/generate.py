@@ -47,7 +47,7 @@ def file_inputs(cfg: Any) -> list[dict[str, str]]:
     """``data.inputs`` as ``[{"id", "text"}]`` (first ``data.max_inputs``); [] when not set."""
     if cfg.data.inputs is None:
         return []
-    items = read_inputs(cfg.resolve(cfg.data.inputs), cfg.data.input_field)
+    items = read_inputs(cfg.resolve(cfg.data.inputs), cfg.data.input_field, cfg.data.max_line_bytes)
     return items[: cfg.data.max_inputs] if cfg.data.max_inputs else items
 
 

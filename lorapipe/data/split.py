@@ -180,8 +180,9 @@ def run(cfg: Any, in_file: str | Path, out_dir: str | Path) -> Manifest:
         config_hash=sha256_json({"split": sp.model_dump(mode="json"), "system_prompt": cfg.task.system_prompt}),
         inputs={"rows": sha256_file(in_file), **({"eval_file": sha256_file(eval_file)} if eval_file else {})},
         config={"split": sp.model_dump(mode="json"), "data": {"eval_file": str(eval_file) if eval_file else None}})
-    rows = read_rows(in_file, cfg.task.system_prompt)
-    given_eval = read_rows(eval_file, cfg.task.system_prompt) if eval_file else None
+    cap = cfg.data.max_line_bytes
+    rows = read_rows(in_file, cfg.task.system_prompt, cap)
+    given_eval = read_rows(eval_file, cfg.task.system_prompt, cap) if eval_file else None
     kept, dropped, counts = dedupe(rows, sp.near_duplicate_threshold, protected=given_eval)
     if given_eval is not None:
         train, evl = kept, given_eval

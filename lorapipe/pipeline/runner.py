@@ -129,13 +129,14 @@ class Pipeline:
         """Raw inputs from ``path``: the first ``data.max_inputs`` (the one place that limit applies)."""
         from lorapipe.data.formats import read_inputs
 
-        rows = read_inputs(path, self.cfg.data.input_field)
+        rows = read_inputs(path, self.cfg.data.input_field, self.cfg.data.max_line_bytes)
         return rows[: self.cfg.data.max_inputs] if self.cfg.data.max_inputs else rows
 
     def inputs_from_rows(self, path: Path) -> list[dict[str, str]]:
         from lorapipe.data.formats import read_rows, row_id, user_text
 
-        return [{"id": row_id(user_text(r)), "text": user_text(r)} for r in read_rows(path)]
+        rows = read_rows(path, max_line_bytes=self.cfg.data.max_line_bytes)
+        return [{"id": row_id(user_text(r)), "text": user_text(r)} for r in rows]
 
     def split_source(self) -> Path:
         cfg, d = self.cfg, self.run_dir
@@ -196,11 +197,12 @@ class Pipeline:
         if eval_file is None or not eval_file.is_file():
             raise DataError(f"{eval_file}: eval rows not found; pass --eval-file FILE, set data.eval_file, or run "
                             f"`lorapipe run {cfg.source or 'CONFIG'}` first (its split stage writes split/eval.jsonl)")
-        rows = read_rows(eval_file, system_prompt=cfg.task.system_prompt)
+        rows = read_rows(eval_file, system_prompt=cfg.task.system_prompt, max_line_bytes=cfg.data.max_line_bytes)
         if cfg.evaluate.max_inputs:
             rows = rows[: cfg.evaluate.max_inputs]
-        model, tok, _ = self.base()
-        peft_model = load_adapter(model, adapter)
+        model, tok, info = self.base()
+        peft_model = load_adapter(model, adapter, base=info, allow_pickle=self.options.get("allow_pickle", False),
+                                  allow_unverified=self.options.get("allow_unverified", False))
         log_file, probe_file = files.get("trainer_log"), files.get("probe")
         try:
             arms = len(ab.arms_for(cfg))
@@ -299,6 +301,10 @@ class Pipeline:
         if force is not None and force not in STAGES:
             raise ConfigError(f"--force: unknown stage `{force}`; stages are: {', '.join(STAGES)}")
         plan = self._plan(only, until, explicit)
+        if any(s.name in ("probe", "train", "evaluate") for s in plan):
+            from lorapipe.models import check_spec
+
+            check_spec(self.cfg.base_model)  # a base model that will not load stops the run before any paid call
         result = RunResult(self.run_dir)
         self.run_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_json(self.run_dir / "config.json", self.cfg.resolved())

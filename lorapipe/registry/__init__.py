@@ -18,22 +18,12 @@ default_url = default_registry_url  # the name `lorapipe run --push` uses
 
 
 
-def __getattr__(name: str):
-    # imported lazily: it pulls in lorapipe.serve.adapters, which plain registry users do not need
-    if name == "RegistryAdapterSource":
-        from lorapipe.registry.source import RegistryAdapterSource
-
-        return RegistryAdapterSource
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
 __all__ = [
     "DEFAULT_ALIAS",
     "UPLOAD_DELAY_ENV",
     "VERSION_FILE",
     "Ref",
     "Registry",
-    "RegistryAdapterSource",
     "RegistryError",
     "default_registry_url",
     "default_url",

@@ -35,10 +35,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from lorapipe.adapter_files import CONFIG_FILE
 from lorapipe.errors import RegistryError
 from lorapipe.manifest import MANIFEST, sha256_file
 
-ADAPTER_CONFIG = "adapter_config.json"
 DATA_STAGES = ("generate", "score", "augment")
 STAGE_ROLES = {"split": "data", "evaluate": "report", "run": "config"}
 SKIP_DIRS = {"cache", "checkpoints", "__pycache__", ".git"}  # "cache" of a run: taken apart (_take_cache)
@@ -52,8 +52,9 @@ _PROMPT_KEYS = ("prompt", "prompts", "template", "system_prompt", "judge_prompt"
 class Collected:
     """What a push stores: ``files`` maps ``role/path`` to the local file; the rest feeds the record."""
 
-    kind: str  # "run" or "adapter"
+    kind: str  # "run", "pulled" or "adapter"
     root: Path
+    adapter_dir: Path  # the PEFT directory inside root (root itself for a bare adapter)
     files: dict[str, Path] = field(default_factory=dict)
     manifests: dict[str, dict[str, Any]] = field(default_factory=dict)  # stage -> manifest.json
     config: dict[str, Any] = field(default_factory=dict)
@@ -63,7 +64,7 @@ class Collected:
 
 
 def is_adapter_dir(p: Path) -> bool:
-    return (p / ADAPTER_CONFIG).is_file()
+    return (p / CONFIG_FILE).is_file()
 
 
 def collect(path: str | Path) -> Collected:
@@ -73,20 +74,20 @@ def collect(path: str | Path) -> Collected:
         raise RegistryError(f"{path}: no such directory; pass a run directory (runs/<task>) or an "
                             "adapter directory (holding adapter_config.json)")
     if is_adapter_dir(root / "train" / "adapter"):
-        col = Collected("run", root)
+        col = Collected("run", root, root / "train" / "adapter")
         _walk_run(col)
     elif is_adapter_dir(root / "adapter") and (root / PULLED_RECORD).is_file():
-        col = Collected("pulled", root)
+        col = Collected("pulled", root, root / "adapter")
         _walk_pulled(col)
     elif is_adapter_dir(root):
-        col = Collected("adapter", root)
+        col = Collected("adapter", root, root)
         _walk(col, root, lambda rel: f"adapter/{rel}", limit=None)
         if (m := _load_json(root / MANIFEST)) is not None:
             col.manifests["train"] = m
             col.config = m.get("config") or {}
     else:
-        raise RegistryError(f"{path}: neither a run directory (no train/adapter/{ADAPTER_CONFIG}) nor an "
-                            f"adapter directory (no {ADAPTER_CONFIG}); train first (`lorapipe run`) or "
+        raise RegistryError(f"{path}: neither a run directory (no train/adapter/{CONFIG_FILE}) nor an "
+                            f"adapter directory (no {CONFIG_FILE}); train first (`lorapipe run`) or "
                             "pass the folder that holds the adapter")
     return col
 
@@ -273,7 +274,7 @@ def describe(col: Collected, hashes: dict[str, str]) -> dict[str, Any]:
     """The facts of a version record that come from the source directory (no name/version yet)."""
     cfg = col.config
     train_m = col.manifests.get("train") or {}
-    adapter_cfg = _load_json(col.files["adapter/" + ADAPTER_CONFIG]) or {}
+    adapter_cfg = _load_json(col.files["adapter/" + CONFIG_FILE]) or {}
     base = (train_m.get("extra") or {}).get("base_model") or {
         "spec": adapter_cfg.get("base_model_name_or_path"), "kind": None, "weights_sha256": None}
     # rows and hashes of every JSONL the run made (data/...) or was given (inputs/: ready train/eval rows)

@@ -8,11 +8,15 @@ Layout under the registry URL (a local directory or any fsspec URL)::
     aliases/<name>/<alias>/<seq>.json    alias log: each promote/rollback is one immutable event
 
 Why it is safe with concurrent writers and kill -9: a push uploads its blobs first (idempotent,
-each appears whole or not at all), then *claims* the next version number by creating
-``v<N>.json`` only if it does not exist (``O_EXCL``-style link locally, ``If-None-Match: *`` on S3);
-the loser of a race retries at N+1. A push killed before the claim leaves only unreferenced blobs,
-never a visible version. Aliases are an append-only log claimed the same way, so concurrent promotes
-are never lost and ``rollback`` pops the alias back to its previous target.
+each appears whole or not at all; one already there is re-hashed and replaced if corrupt), then
+*claims* the next version number by creating ``v<N>.json`` only if it does not exist
+(``O_EXCL``-style link locally, ``If-None-Match: *`` on S3); the loser of a race retries at N+1.
+A push killed before the claim leaves only unreferenced blobs and ``.tmp`` files (``gc`` removes
+the latter), never a visible version. Aliases are an append-only log claimed the same way, so
+concurrent promotes are never lost and ``rollback`` pops the alias back to its previous target.
+
+A push stores only an adapter that passes :func:`lorapipe.adapter_files.verify_adapter_dir`, the
+check every load runs; ``verify`` runs it again on the stored copy.
 """
 
 from __future__ import annotations
@@ -22,12 +26,14 @@ import getpass
 import hashlib
 import json
 import os
+import tempfile
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-from lorapipe.errors import RegistryError
+from lorapipe.adapter_files import AdapterInvalid, verify_adapter_dir
+from lorapipe.errors import RegistryError, RegistryRefError
 from lorapipe.manifest import (
     atomic_dir,
     atomic_write_json,
@@ -129,7 +135,7 @@ class Registry:
             raise self._unknown_name(ref, p.name)
         if p.version is not None:
             if p.version not in versions:
-                raise RegistryError(f"`{ref}`: {p.name} has no version v{p.version}; it has "
+                raise RegistryRefError(f"`{ref}`: {p.name} has no version v{p.version}; it has "
                                     f"{_span(versions)} (latest v{versions[-1]})")
             return Ref(p.name, p.version)
         if p.latest:
@@ -137,7 +143,7 @@ class Registry:
         if p.alias is not None:
             target = self.aliases(p.name).get(p.alias)
             if target is None:
-                raise RegistryError(f"`{ref}`: {p.name} has no alias `{p.alias}`; "
+                raise RegistryRefError(f"`{ref}`: {p.name} has no alias `{p.alias}`; "
                                     + self._alias_summary(p.name))
             return Ref(p.name, target)
         target = self.aliases(p.name).get(DEFAULT_ALIAS)
@@ -190,16 +196,22 @@ class Registry:
 
     # ------------------------------------------------------------------ push
     def push(self, name: str, source: str | Path, message: str | None = None, parent: str | None = None,
-             *, dedup: bool = False) -> str:
+             *, dedup: bool = False, allow_pickle: bool = False, allow_unverified: bool = False) -> str:
         """Store a run directory (``runs/<task>``) or a bare adapter directory as ``name@vN``.
 
         Returns the new reference. ``parent`` (any reference) records lineage; ``dedup=True`` returns
         the newest version instead of making a new one when its substance is identical: adapter,
         data, inputs, code and config (not the run's timings, logs or answer-cache snapshot).
+        The adapter must pass :func:`lorapipe.adapter_files.verify_adapter_dir` (what every load
+        checks, with the same two switches), so a tampered, corrupt or pickle adapter is never stored.
         """
         check_name(name)
         parent_ref = str(self.resolve(parent)) if parent else None
         col = collect(source)
+        try:
+            verify_adapter_dir(col.adapter_dir, allow_pickle=allow_pickle, require_manifest=not allow_unverified)
+        except AdapterInvalid as e:
+            raise AdapterInvalid(f"not pushed to {self.url}: {e}") from None
         hashes = {rp: sha256_file(p) for rp, p in sorted(col.files.items())}
         digest = sha256_json(hashes)
         if dedup and (versions := self.versions(name)):
@@ -211,7 +223,9 @@ class Registry:
         first_path = {sha: col.files[rp] for rp, sha in reversed(list(hashes.items()))}
         for sha in sorted(first_path):  # blobs first: nothing refers to them until the claim below
             key = blob_key(sha)
-            if not self.store.exists(key):
+            # a blob already there is re-hashed, not trusted by name: good content replaces (atomically)
+            # a corrupt or truncated one instead of a new version pointing at it
+            if self._blob_sha256(key) != sha:
                 self.store.put_file(first_path[sha], key, sha)
         pushed_with = {"lorapipe": _package_version(), "git_revision": git_revision(), "user": _user()}
 
@@ -294,7 +308,7 @@ class Registry:
             current = stack[-1] if stack else None
             if action == "rollback":
                 if current is None:
-                    raise RegistryError(f"`{name}@{alias}`: no such alias; " + self._alias_summary(name))
+                    raise RegistryRefError(f"`{name}@{alias}`: no such alias; " + self._alias_summary(name))
                 if len(stack) < 2:
                     raise RegistryError(f"`{name}@{alias}` points at v{current} and has no earlier target to "
                                         f"roll back to; promote another version instead "
@@ -323,7 +337,7 @@ class Registry:
         present = sorted({rp.split("/", 1)[0] for rp in files})
         wanted = sorted(set(roles)) if roles is not None else present
         if unknown := [x for x in wanted if x not in present]:
-            raise RegistryError(f"{r}: no files with role {', '.join(unknown)}; it has {', '.join(present)}")
+            raise RegistryRefError(f"{r}: no files with role {', '.join(unknown)}; it has {', '.join(present)}")
         files = {rp: sha for rp, sha in files.items() if rp.split("/", 1)[0] in wanted}
         dest = Path(dest).expanduser()
         if dest.exists():
@@ -350,8 +364,20 @@ class Registry:
             raise RegistryError(f"{r}: {rp} is corrupt in {self.url}: blob {sha[:12]} hashes to {actual[:12]}; "
                                 f"check it with `lorapipe registry verify {r}`")
 
-    def verify(self, ref: str | Ref) -> dict[str, Any]:
-        """Re-hash every blob of ``ref``; ``ok`` is False and ``problems`` says what is wrong."""
+    def _blob_sha256(self, key: str) -> str | None:
+        """sha256 of the stored blob ``key`` as it is now, None when it is missing."""
+        h = hashlib.sha256()
+        try:
+            with self.store.open(key) as f:
+                while block := f.read(1 << 20):
+                    h.update(block)
+        except FileNotFoundError:
+            return None
+        return h.hexdigest()
+
+    def verify(self, ref: str | Ref, *, allow_pickle: bool = False, allow_unverified: bool = False) -> dict[str, Any]:
+        """Re-hash every blob of ``ref`` and run the adapter check on its adapter files; ``ok`` is False
+        and ``problems`` says what is wrong (the flags are :meth:`push`'s)."""
         r = self.resolve(ref)
         rec = self.record(r)
         files: dict[str, str] = rec.get("files") or {}
@@ -362,18 +388,39 @@ class Registry:
         for rp, sha in files.items():
             by_sha.setdefault(sha, []).append(rp)
         for sha, rps in sorted(by_sha.items()):
-            h = hashlib.sha256()
-            try:
-                with self.store.open(blob_key(sha)) as f:
-                    while block := f.read(1 << 20):
-                        h.update(block)
-            except FileNotFoundError:
+            actual = self._blob_sha256(blob_key(sha))
+            if actual is None:
                 problems.append(f"{', '.join(rps)}: blob {sha[:12]} is missing")
-                continue
-            if h.hexdigest() != sha:
-                problems.append(f"{', '.join(rps)}: blob {sha[:12]} is corrupt (hashes to {h.hexdigest()[:12]})")
+            elif actual != sha:
+                problems.append(f"{', '.join(rps)}: blob {sha[:12]} is corrupt (hashes to {actual[:12]})")
+        if not problems:  # whole blobs: now is the adapter they make up one that a load would accept?
+            problems += self._adapter_problems(r, files, allow_pickle, allow_unverified)
         return {"ref": str(r), "ok": not problems, "files": len(files), "blobs": len(by_sha),
                 "bytes": sum((rec.get("sizes") or {}).values()), "problems": problems}
+
+    def _adapter_problems(self, r: Ref, files: dict[str, str], allow_pickle: bool,
+                          allow_unverified: bool) -> list[str]:
+        adapter = {rp: sha for rp, sha in files.items() if rp.startswith("adapter/")}
+        with tempfile.TemporaryDirectory(prefix="lorapipe-verify-") as tmp:
+            for rp, sha in adapter.items():
+                self._fetch(r, rp, sha, Path(tmp) / rp)
+            try:
+                verify_adapter_dir(Path(tmp) / "adapter", allow_pickle=allow_pickle,
+                                   require_manifest=not allow_unverified)
+            except AdapterInvalid as e:
+                return [str(e).replace(str(Path(tmp) / "adapter"), f"{r}:adapter")]
+        return []
+
+    def gc(self, min_age_s: float = 3600.0) -> dict[str, Any]:
+        """Remove what killed pushes left behind: ``.tmp`` files and folders untouched for ``min_age_s``
+        (younger ones may belong to a push in progress). Returns ``removed`` (their keys) and
+        ``unreferenced``: blobs no version refers to (kept: a push in progress may be about to claim them)."""
+        removed = self.store.remove_temps(min_age_s)
+        referenced = {sha for n in self.names() for v in self.versions(n)
+                      for sha in (self.record(Ref(n, v)).get("files") or {}).values()}
+        unreferenced = [sha for prefix in self.store.ls("blobs/sha256")
+                        for sha in self.store.ls(f"blobs/sha256/{prefix}") if sha not in referenced]
+        return {"registry": self.url, "removed": removed, "unreferenced": sorted(unreferenced)}
 
     def diff(self, ref_a: str | Ref, ref_b: str | Ref) -> dict[str, Any]:
         """What changed from ``ref_a`` to ``ref_b``: ``config`` (dotted keys, old -> new), ``data``
@@ -381,15 +428,15 @@ class Registry:
         return diff_records(self.record(ref_a), self.record(ref_b))
 
     # ------------------------------------------------------------------ errors
-    def _unknown_name(self, ref: str, name: str) -> RegistryError:
+    def _unknown_name(self, ref: str, name: str) -> RegistryRefError:
         names = self.names()
         if not names:
-            return RegistryError(f"`{ref}`: the registry {self.url} is empty; push an adapter first "
+            return RegistryRefError(f"`{ref}`: the registry {self.url} is empty; push an adapter first "
                                  "(`lorapipe registry push NAME runs/<task>`)")
         close = difflib.get_close_matches(name, names, n=1)
         hint = f"did you mean `{close[0]}`? " if close else ""
         shown = ", ".join(names[:20]) + (f" and {len(names) - 20} more" if len(names) > 20 else "")
-        return RegistryError(f"`{ref}`: no adapter named `{name}` in {self.url}; {hint}known: {shown}")
+        return RegistryRefError(f"`{ref}`: no adapter named `{name}` in {self.url}; {hint}known: {shown}")
 
     def _alias_summary(self, name: str) -> str:
         aliases = self.aliases(name)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from lorapipe.errors import RegistryError
+from lorapipe.errors import RegistryRefError
 
 DEFAULT_ALIAS = "prod"
 LATEST = "latest"
@@ -44,14 +44,14 @@ class ParsedRef:
 
 def check_name(name: str) -> str:
     if not isinstance(name, str) or not NAME_RE.match(name):
-        raise RegistryError(f"`{name}`: not a valid adapter name; use 1-128 letters, digits, `_`, `.` or `-`, "
+        raise RegistryRefError(f"`{name}`: not a valid adapter name; use 1-128 letters, digits, `_`, `.` or `-`, "
                             "starting with a letter or digit (e.g. contacts, invoice-extract)")
     return name
 
 
 def check_alias(alias: str) -> str:
     if not isinstance(alias, str) or not ALIAS_RE.match(alias) or VERSION_RE.match(alias) or alias == LATEST:
-        raise RegistryError(f"`{alias}`: not a valid alias; use a word starting with a letter (e.g. prod, "
+        raise RegistryRefError(f"`{alias}`: not a valid alias; use a word starting with a letter (e.g. prod, "
                             f"staging, canary); `vN` and `{LATEST}` are reserved")
     return alias
 
@@ -59,18 +59,18 @@ def check_alias(alias: str) -> str:
 def parse_ref(ref: str) -> ParsedRef:
     """Split ``name@selector``; raise :class:`RegistryError` naming the reference if it is malformed."""
     if not isinstance(ref, str) or not ref.strip():
-        raise RegistryError(f"`{ref}`: empty adapter reference; {REF_HELP}")
+        raise RegistryRefError(f"`{ref}`: empty adapter reference; {REF_HELP}")
     name, sep, sel = ref.strip().partition("@")
     if not NAME_RE.match(name) or (sep and not sel) or "@" in sel:
-        raise RegistryError(f"`{ref}`: not a valid adapter reference; {REF_HELP}")
+        raise RegistryRefError(f"`{ref}`: not a valid adapter reference; {REF_HELP}")
     if not sep:
         return ParsedRef(name)
     if m := VERSION_RE.match(sel):
         if int(m.group(1)) < 1:
-            raise RegistryError(f"`{ref}`: versions start at v1; {REF_HELP}")
+            raise RegistryRefError(f"`{ref}`: versions start at v1; {REF_HELP}")
         return ParsedRef(name, version=int(m.group(1)))
     if sel == LATEST:
         return ParsedRef(name, latest=True)
     if not ALIAS_RE.match(sel):
-        raise RegistryError(f"`{ref}`: `{sel}` is neither a version (vN) nor an alias; {REF_HELP}")
+        raise RegistryRefError(f"`{ref}`: `{sel}` is neither a version (vN) nor an alias; {REF_HELP}")
     return ParsedRef(name, alias=sel)

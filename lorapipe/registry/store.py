@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import IO, Any, Protocol
 
 from lorapipe.errors import RegistryError
+from lorapipe.manifest import umask_mode
 
 _CHUNK = 1 << 20
 # Test hook: seconds to sleep after each uploaded chunk (local) or before each upload (fsspec), so a
@@ -47,6 +48,7 @@ class Store(Protocol):
     def create(self, key: str, data: bytes) -> bool: ...
     def put_file(self, local: Path, key: str, sha256: str) -> None: ...
     def get_file(self, key: str, local: Path) -> None: ...
+    def remove_temps(self, min_age_s: float) -> list[str]: ...
 
 
 def _visible(name: str) -> bool:
@@ -84,6 +86,7 @@ class LocalStore:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
         try:
+            os.fchmod(fd, umask_mode())  # readable as the umask says, not mkstemp's owner-only
             with os.fdopen(fd, "wb") as f:
                 f.write(data)
                 f.flush()
@@ -115,14 +118,34 @@ class LocalStore:
                 raise RegistryError(f"{local}: the file changed while it was being pushed "
                                     f"(sha256 {sha256[:12]} -> {h.hexdigest()[:12]}); push again once "
                                     "nothing writes to it")
-            os.chmod(tmp, 0o444)  # blobs are immutable
-            os.replace(tmp, path)
+            os.chmod(tmp, umask_mode(0o444))  # blobs are immutable
+            os.replace(tmp, path)  # atomic, also over a corrupt blob of the same name
         finally:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp)
 
     def get_file(self, key: str, local: Path) -> None:
         shutil.copyfile(self._p(key), local)
+
+    def remove_temps(self, min_age_s: float) -> list[str]:
+        """Delete the ``.*.tmp`` files and folders that killed writes left, untouched for ``min_age_s``
+        (a younger one may belong to a push in progress); return their keys."""
+        removed, now = [], time.time()
+        for dirpath, dirnames, filenames in os.walk(self.root):
+            for name in sorted([*dirnames, *filenames]):
+                p = Path(dirpath) / name
+                if not (name.startswith(".") and name.endswith(".tmp")):
+                    continue
+                with contextlib.suppress(FileNotFoundError):
+                    if now - p.lstat().st_mtime < min_age_s:
+                        continue
+                    if p.is_dir() and not p.is_symlink():
+                        shutil.rmtree(p)
+                        dirnames.remove(name)
+                    else:
+                        p.unlink()
+                    removed.append(p.relative_to(self.root).as_posix())
+        return removed
 
 
 class FsspecStore:
@@ -178,6 +201,11 @@ class FsspecStore:
 
     def get_file(self, key: str, local: Path) -> None:
         self.fs.get_file(self._p(key), str(local))
+
+    def remove_temps(self, min_age_s: float) -> list[str]:
+        # object uploads are never visible half-done: there are no temp objects to remove (abandoned
+        # multipart uploads are the bucket's lifecycle rules' job)
+        return []
 
 
 def _fsync_dir(path: Path) -> None:

@@ -37,15 +37,23 @@ def _manifest(d: Path, stage: str, config: dict[str, Any], inputs: dict[str, str
         "git_revision": "abc123", "created": "2026-01-01T00:00:00Z"}, indent=2))
 
 
+def _safetensors_bytes(data: bytes) -> bytes:
+    """``data`` as one uint8 tensor in a well-formed safetensors file (what the adapter check reads)."""
+    header = json.dumps({"weight": {"dtype": "U8", "shape": [len(data)], "data_offsets": [0, len(data)]}}).encode()
+    header += b" " * (-len(header) % 8)
+    return len(header).to_bytes(8, "little") + header + data
+
+
 def make_adapter_dir(out: str | Path, *, seed: int = 0, r: int = 8, weights_bytes: int = 2048,
                      base: str = "tiny-llama", eval_loss: float = 1.0) -> Path:
-    """A bare adapter directory: adapter_config.json, random 'weights' and a manifest.json."""
+    """A bare adapter directory: adapter_config.json, random 'weights' (a valid safetensors file of random
+    bytes) and a manifest.json."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "adapter_config.json").write_text(json.dumps({
         "peft_type": "LORA", "task_type": "CAUSAL_LM", "r": r, "lora_alpha": 2 * r,
         "target_modules": ["q_proj", "v_proj"], "base_model_name_or_path": base}))
-    (out / "adapter_model.safetensors").write_bytes(random.Random(seed).randbytes(weights_bytes))
+    (out / "adapter_model.safetensors").write_bytes(_safetensors_bytes(random.Random(seed).randbytes(weights_bytes)))
     _manifest(out, "train", {"lora": {"r": r}}, metrics={"train_loss": eval_loss + 0.2, "eval_loss": eval_loss},
               extra={"base_model": {"spec": base, "kind": "local", "weights_sha256": "f" * 64}})
     return out

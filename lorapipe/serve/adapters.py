@@ -12,27 +12,27 @@ The engine never reads a folder layout or a registry itself; it asks an :class:`
 :class:`DirectoryAdapterSource` serves every subfolder of one directory (name = folder name). A
 registry implements the same two methods to serve ``name@vN`` and ``name@alias``.
 
-Before a directory is loaded :func:`verify_adapter_dir` checks it: a PEFT LoRA config, safetensors
-weights (pickle only when allowed), and every file's sha256 equal to the one in ``manifest.json``.
+Before a directory is loaded :func:`lorapipe.adapter_files.verify_adapter_dir` checks it: a PEFT
+LoRA config, safetensors weights (pickle only when allowed), and every file's sha256 equal to the one
+in ``manifest.json``; the names below raise :class:`AdapterRejected` instead of ``AdapterInvalid``.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 import re
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
+from lorapipe import adapter_files
+from lorapipe.adapter_files import CONFIG_FILE, PICKLE_WEIGHTS, SAFE_WEIGHTS
 from lorapipe.errors import ServeError
 from lorapipe.manifest import MANIFEST, sha256_file
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]*$")
 BASE_ADAPTER = "__base__"  # PEFT's name for "no adapter" in a mixed batch
-CONFIG_FILE = "adapter_config.json"
-SAFE_WEIGHTS = "adapter_model.safetensors"
-PICKLE_WEIGHTS = "adapter_model.bin"
 
 
 class AdapterNotFound(ServeError):
@@ -154,97 +154,11 @@ def content_version(path: Path) -> str:
     return "unknown"
 
 
-@dataclass
-class VerifiedAdapter:
-    """What :func:`verify_adapter_dir` found: the parsed config, weights file and manifest."""
-
-    path: Path
-    config: dict[str, Any]
-    weights: Path
-    manifest: dict[str, Any] | None
-
-    @property
-    def base_identity(self) -> dict[str, Any] | None:
-        extra = (self.manifest or {}).get("extra") or {}
-        ident = extra.get("base_model")
-        return ident if isinstance(ident, dict) else None
-
-
-def verify_adapter_dir(path: str | Path, *, allow_pickle: bool = False, require_manifest: bool = True,
-                       error: type[Exception] = AdapterRejected) -> VerifiedAdapter:
-    """Check a PEFT LoRA directory before anything loads it; raise ``error`` naming the problem."""
-    path = Path(path)
-    cfg_file = path / CONFIG_FILE
-    if not cfg_file.is_file():
-        raise error(f"{path}: not a PEFT adapter directory (no {CONFIG_FILE})")
-    try:
-        config = json.loads(cfg_file.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise error(f"{cfg_file}: not valid JSON ({e})") from None
-    if not isinstance(config, dict) or config.get("peft_type") != "LORA":
-        got = config.get("peft_type") if isinstance(config, dict) else type(config).__name__
-        raise error(f"{cfg_file}: peft_type is {got!r}; only LoRA adapters (peft_type LORA) are supported")
-    if (path / SAFE_WEIGHTS).is_file():
-        weights = path / SAFE_WEIGHTS
-    elif (path / PICKLE_WEIGHTS).is_file():
-        if not allow_pickle:
-            raise error(f"{path / PICKLE_WEIGHTS}: pickle weights can run code when loaded; refusing. Convert "
-                        "the adapter to safetensors, or pass --allow-pickle if you trust its origin")
-        weights = path / PICKLE_WEIGHTS
-    else:
-        raise error(f"{path}: no adapter weights ({SAFE_WEIGHTS})")
-    manifest = None
-    if (path / MANIFEST).is_file():
-        try:
-            manifest = json.loads((path / MANIFEST).read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise error(f"{path / MANIFEST}: not valid JSON ({e}); re-export the adapter") from None
-        outputs = manifest.get("outputs") if isinstance(manifest, dict) else None
-        if not isinstance(outputs, dict) or not outputs:
-            raise error(f"{path / MANIFEST}: has no `outputs` map of file -> sha256; re-export the adapter")
-        bad = []
-        for rel, digest in sorted(outputs.items()):
-            f = path / rel
-            if ".." in Path(rel).parts or Path(rel).is_absolute():
-                bad.append(f"{rel}: path escapes the adapter directory")
-            elif not f.is_file():
-                bad.append(f"{rel}: listed in the manifest but missing")
-            elif sha256_file(f) != digest:
-                bad.append(f"{rel}: sha256 mismatch (manifest {digest[:12]}…, file {sha256_file(f)[:12]}…)")
-        for f in (cfg_file, weights):
-            if f.name not in outputs:
-                bad.append(f"{f.name}: not covered by the manifest")
-        if bad:
-            raise error(f"{path}: adapter files do not match {MANIFEST} (corrupt or tampered); refusing to "
-                        "load it: " + "; ".join(bad))
-    elif require_manifest:
-        raise error(f"{path}: no {MANIFEST}, so its files cannot be verified; write one with "
-                    "lorapipe.manifest.Manifest(...).save(dir), or start the server with --allow-unverified")
-    return VerifiedAdapter(path, config, weights, manifest)
-
-
-def check_base_compatible(adapter: VerifiedAdapter, base_identity: dict[str, Any]) -> None:
-    """Refuse an adapter whose manifest says it was trained on different base weights."""
-    want = (adapter.base_identity or {}).get("weights_sha256")
-    have = base_identity.get("weights_sha256")
-    if want and have and want != have:
-        raise AdapterRejected(
-            f"{adapter.path}: trained on base `{adapter.base_identity.get('spec')}` (weights {want[:12]}…) but "
-            f"this server runs `{base_identity.get('spec')}` (weights {have[:12]}…); serve it with that base")
-
-
-def load_weights(adapter: VerifiedAdapter) -> dict[str, Any]:
-    """Read the adapter's tensors (safetensors, or pickle with ``weights_only`` when allowed)."""
-    try:
-        if adapter.weights.suffix == ".safetensors":
-            from safetensors.torch import load_file
-
-            return load_file(str(adapter.weights), device="cpu")
-        import torch
-
-        return torch.load(adapter.weights, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001 - truncated file, bad header...
-        raise AdapterRejected(f"{adapter.weights}: cannot read the weights ({type(e).__name__}: {e})") from None
+# The adapter-directory check lives in lorapipe.adapter_files (every load and push runs it); the server's
+# flavour raises AdapterRejected, which the HTTP layer answers as a refused adapter.
+verify_adapter_dir = partial(adapter_files.verify_adapter_dir, error=AdapterRejected)
+check_base_compatible = partial(adapter_files.check_base_compatible, error=AdapterRejected)
+load_weights = partial(adapter_files.load_weights, error=AdapterRejected)
 
 
 __all__ = [
@@ -255,7 +169,6 @@ __all__ = [
     "DirectoryAdapterSource",
     "InvalidAdapterName",
     "ResolvedAdapter",
-    "VerifiedAdapter",
     "check_base_compatible",
     "content_version",
     "load_weights",

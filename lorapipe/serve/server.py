@@ -83,7 +83,7 @@ def run(*, base: str, adapters: Path | None = None, registry: str | None = None,
     sources: list = [DirectoryAdapterSource(adapters)] if adapters is not None else []
     if registry is not None:
         from lorapipe.models import cache_dir
-        from lorapipe.registry.source import RegistryAdapterSource
+        from lorapipe.serve.registry_source import RegistryAdapterSource
 
         sources.append(RegistryAdapterSource(registry, cache_dir() / "registry-adapters", include_versions=True))
     source = sources[0] if len(sources) == 1 else ChainedAdapterSource(sources)

@@ -21,7 +21,6 @@ hot-swaps into vLLM's runtime LoRA calls. The vLLM command line is::
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import shlex
@@ -33,13 +32,12 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from lorapipe.errors import ServeError
 
 log = logging.getLogger(__name__)
 
-__all__ = ["VLLM_LORA_RANKS", "VllmPlan", "lora_rank", "plan", "round_rank", "run", "vllm_command"]
+__all__ = ["VLLM_LORA_RANKS", "VllmPlan", "plan", "round_rank", "run", "vllm_command"]
 
 # --max-lora-rank values vLLM accepts (vllm/config/lora.py MaxLoRARanks)
 VLLM_LORA_RANKS = (8, 16, 32, 64, 128, 256, 320, 512)
@@ -53,12 +51,6 @@ def round_rank(r: int) -> int:
             return size
     raise ServeError(f"LoRA rank {r} is larger than vLLM's largest --max-lora-rank ({VLLM_LORA_RANKS[-1]}); "
                      "retrain with a smaller lora.r or serve with the built-in engine")
-
-
-def lora_rank(config: dict[str, Any]) -> int:
-    """The largest rank an adapter config uses (``r`` and any per-module ``rank_pattern``)."""
-    ranks = [int(config.get("r") or 8), *(int(v) for v in (config.get("rank_pattern") or {}).values())]
-    return max(ranks)
 
 
 @dataclass
@@ -105,14 +97,9 @@ def plan(*, base: str, adapters: Path | None, max_loras: int, port: int, rank_fl
     ``port`` is vLLM's own (loopback) port. ``rank_floor`` (e.g. the config's ``lora.r``) sets the
     rank when there are no adapters yet, so adapters hot-swapped in later still fit.
     """
-    from lorapipe.export import vllm_problems
+    from lorapipe.adapter_files import AdapterInvalid, lora_rank, verify_adapter_dir, vllm_problems
     from lorapipe.models import resolve
-    from lorapipe.serve.adapters import (
-        AdapterRejected,
-        DirectoryAdapterSource,
-        content_version,
-        verify_adapter_dir,
-    )
+    from lorapipe.serve.adapters import DirectoryAdapterSource, content_version
 
     info = resolve(base)
     if info.kind == "gguf":
@@ -128,7 +115,7 @@ def plan(*, base: str, adapters: Path | None, max_loras: int, port: int, rank_fl
             path = (source.root / name).resolve()
             try:
                 verified = verify_adapter_dir(path, allow_pickle=allow_pickle, require_manifest=not allow_unverified)
-            except AdapterRejected as e:
+            except AdapterInvalid as e:
                 skipped[name] = str(e)
                 continue
             problems = vllm_problems(verified.config)
@@ -228,7 +215,3 @@ def run(*, base: str, adapters: Path | None, host: str = "127.0.0.1", port: int 
     finally:
         stop(proc)
 
-
-def adapter_config(path: Path) -> dict[str, Any]:
-    """``adapter_config.json`` of a PEFT directory (for the rank check of a hot-swapped adapter)."""
-    return json.loads((Path(path) / "adapter_config.json").read_text())

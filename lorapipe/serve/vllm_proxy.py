@@ -35,13 +35,13 @@ from fastapi import APIRouter, Depends, FastAPI, Request, Response
 from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
+from lorapipe.adapter_files import lora_rank, verify_adapter_dir
 from lorapipe.serve.adapters import (
     AdapterNotFound,
     AdapterRejected,
     AdapterSource,
     content_version,
     validate_name,
-    verify_adapter_dir,
 )
 from lorapipe.serve.auth import KeyStore, Principal, authenticate, check_model_access, require_admin
 from lorapipe.serve.schemas import LoadAdapterRequest, OpenAIError
@@ -163,11 +163,9 @@ class UpstreamAdapters:
         return vname
 
     def _verify(self, path: Path) -> None:
-        from lorapipe.serve.vllm import adapter_config, lora_rank
-
-        verify_adapter_dir(path, allow_pickle=self.settings.allow_pickle,
-                           require_manifest=self.settings.require_manifest)
-        rank, most = lora_rank(adapter_config(path)), self.settings.max_lora_rank
+        verified = verify_adapter_dir(path, allow_pickle=self.settings.allow_pickle,
+                                      require_manifest=self.settings.require_manifest, error=AdapterRejected)
+        rank, most = lora_rank(verified.config), self.settings.max_lora_rank
         if most is not None and rank > most:
             raise AdapterRejected(f"{path}: LoRA rank {rank} exceeds --max-lora-rank {most} that vLLM was started "
                                   "with; restart `lorapipe serve --engine vllm` with this adapter in --adapters "

@@ -209,8 +209,10 @@ def run(cfg: PipelineConfig, train_file: Path, eval_file: Path | None, out_dir: 
         model, tokenizer = model_and_tokenizer
 
     system = cfg.task.system_prompt
-    train_rows = read_rows(train_file, system_prompt=system)
-    eval_rows = read_rows(eval_file, system_prompt=system) if eval_file and Path(eval_file).is_file() else []
+    cap = cfg.data.max_line_bytes
+    train_rows = read_rows(train_file, system_prompt=system, max_line_bytes=cap)
+    eval_rows = (read_rows(eval_file, system_prompt=system, max_line_bytes=cap)
+                 if eval_file and Path(eval_file).is_file() else [])
     train_enc, train_stats = encode_rows(tokenizer, train_rows, cfg.train.max_seq_length)
     eval_enc, eval_stats = encode_rows(tokenizer, eval_rows, cfg.train.max_seq_length)
     if not train_enc:

@@ -116,3 +116,26 @@ def test_bad_data_line_is_named(project):
     r = cli("train", "pipeline.yaml", cwd=project)
     assert r.returncode == 2
     assert "train.jsonl:1: unknown row format (keys: prompt)" in r.stderr
+
+
+def test_resumed_training_equals_the_uninterrupted_one(project, tmp_path_factory):
+    """Killed in the middle of epoch 2 and resumed, training ends with the same weights as a run that was
+    never interrupted (issue 19): the data order of every epoch comes from the seed, not from the RNG
+    state the epoch happened to start with."""
+    import shutil
+
+    from safetensors.torch import load_file
+
+    steps = ["--set", "train.max_steps=10", "--set", "train.save_total_limit=10"]  # 6 steps an epoch
+    r = cli("train", "pipeline.yaml", *steps, cwd=project)
+    assert r.returncode == 0, r.stderr[-3000:]
+    resumed = tmp_path_factory.mktemp("resumed") / "project"
+    shutil.copytree(project, resumed)
+    train = resumed / "runs" / "tiny" / "train"
+    shutil.rmtree(train / "adapter")
+    shutil.rmtree(train / "checkpoints" / "checkpoint-10")  # as if killed after step 8 (epoch 2, its 2nd step)
+    r = cli("train", "pipeline.yaml", *steps, cwd=resumed)
+    assert r.returncode == 0 and "checkpoint-8" in r.stderr, r.stderr[-3000:]
+    a = load_file(project / "runs/tiny/train/adapter/adapter_model.safetensors")
+    b = load_file(train / "adapter" / "adapter_model.safetensors")
+    assert max(float((a[k] - b[k]).abs().max()) for k in a) == 0.0

@@ -10,9 +10,9 @@ from safetensors.torch import load_file
 from typer.testing import CliRunner
 
 from lorapipe import export as ex
-from lorapipe.errors import ModelError
+from lorapipe.adapter_files import verify_adapter_dir, vllm_problems
+from lorapipe.errors import ConfigError, ModelError
 from lorapipe.manifest import MANIFEST, Manifest
-from lorapipe.serve.adapters import verify_adapter_dir
 from lorapipe.testing import build_tiny_adapter, build_tiny_model
 
 IDS = torch.tensor([[5, 17, 42, 99, 3, 250, 7]])
@@ -105,7 +105,7 @@ def test_allowed_pickle_is_exported_as_safetensors(base, adapter, tmp_path):
     ({"modules_to_save": ["score"]}, "modules_to_save ['score']"),
 ])
 def test_vllm_problems_are_reported(config_patch, problem):
-    assert any(problem in p for p in ex.vllm_problems({"peft_type": "LORA", **config_patch}))
+    assert any(problem in p for p in vllm_problems({"peft_type": "LORA", **config_patch}))
 
 
 def test_missing_base_is_an_actionable_error(adapter, tmp_path):
@@ -115,6 +115,9 @@ def test_missing_base_is_an_actionable_error(adapter, tmp_path):
     (adapter / MANIFEST).unlink()
     with pytest.raises(ModelError) as err:
         ex.run(adapter, tmp_path / "out", mode="merge")
+    assert "no manifest.json, so its files cannot be verified" in str(err.value)
+    with pytest.raises(ModelError) as err:
+        ex.run(adapter, tmp_path / "out", mode="merge", allow_unverified=True)
     assert "names the base model; pass --base SPEC" in str(err.value)
 
 
@@ -122,7 +125,8 @@ def test_wrong_base_is_refused(adapter, tmp_path):
     other = build_tiny_model(tmp_path / "other-base", seed=1)
     with pytest.raises(ModelError) as err:
         ex.run(adapter, tmp_path / "out", mode="merge", base=str(other))
-    assert "trained on base weights" in str(err.value) and "pass the right --base" in str(err.value)
+    assert f"trained on base `{json.loads((adapter / MANIFEST).read_text())['extra']['base_model']['spec']}`" \
+        in str(err.value) and f"the base model here is `{other}`" in str(err.value)
 
 
 def test_cli_export(adapter, tmp_path):
@@ -134,3 +138,73 @@ def test_cli_export(adapter, tmp_path):
     assert json.loads(r.stdout)["mode"] == "adapter" and (out / "adapter_model.safetensors").is_file()
     r = CliRunner().invoke(app, ["export", "--adapter", str(adapter), "--out", str(tmp_path / "m")])
     assert r.exit_code == 0 and "parity: max |logit difference|" in r.stdout
+
+
+# --out never destroys what export did not write (issue 19, item 1) ------------------------------------
+def _tree(d):
+    return sorted(p.relative_to(d).as_posix() for p in d.rglob("*"))
+
+
+@pytest.mark.parametrize("where, message", [
+    ("run", "holds the adapter directory"),  # --out runs/x while the adapter is runs/x/train/adapter
+    ("adapter", "is the adapter directory"),
+    ("inside", "lies inside the adapter directory"),
+    ("cwd", "is the current directory or holds it"),
+    ("dot", "is the current directory or holds it"),
+    ("cwd-parent", "is the current directory or holds it"),
+])
+def test_out_never_replaces_the_source_or_the_current_directory(base, tmp_path, monkeypatch, where, message):
+    run = tmp_path / "runs" / "x"
+    adapter = build_tiny_adapter(base, run / "train" / "adapter", seed=3)
+    (run / "split").mkdir()
+    (run / "split" / "train.jsonl").write_text("{}\n")
+    work = tmp_path / "work"
+    (work / "notes").mkdir(parents=True)
+    (work / "notes" / "todo.md").write_text("keep me")
+    monkeypatch.chdir(work / "notes")
+    out = {"run": run, "adapter": adapter, "inside": adapter / "export", "cwd": work / "notes", "dot": ".",
+           "cwd-parent": work}[where]
+    before = _tree(tmp_path)
+    for force in (False, True):  # not even with --force
+        with pytest.raises(ConfigError, match=message):
+            ex.run(adapter, out, mode="adapter", force=force)
+    assert _tree(tmp_path) == before
+
+
+def test_out_refuses_a_foreign_folder_unless_forced(adapter, tmp_path):
+    notes = tmp_path / "some_dir_with_notes"
+    notes.mkdir()
+    (notes / "notes.md").write_text("my notes")
+    with pytest.raises(ConfigError, match=r"already exists and is a folder of 1 file\(s\) \(notes.md\), not an "
+                                          r"earlier adapter export; .* pass --force to replace it"):
+        ex.run(adapter, notes, mode="adapter")
+    assert (notes / "notes.md").read_text() == "my notes"
+    ex.run(adapter, notes, mode="adapter", force=True)
+    assert not (notes / "notes.md").exists() and (notes / "adapter_model.safetensors").is_file()
+
+
+def test_out_replaces_an_earlier_export_of_the_same_kind_only(base, adapter, tmp_path):
+    out = tmp_path / "exported"
+    ex.run(adapter, out, mode="adapter")
+    ex.run(adapter, out, mode="adapter")  # the same kind again: replaced without --force
+    with pytest.raises(ConfigError, match="not an earlier merge export"):
+        ex.run(adapter, out, mode="merge")  # another kind is another thing
+    (out / "NOTES.md").write_text("added by hand")
+    with pytest.raises(ConfigError, match=r"\(NOTES.md, README.md, adapter_config.json, "):
+        ex.run(adapter, out, mode="adapter")  # a file its manifest does not list: not only an export now
+    assert (out / "NOTES.md").is_file()
+
+
+def test_out_is_written_with_the_umask_permissions(adapter, tmp_path):
+    import os
+    import stat
+
+    old = os.umask(0o022)
+    try:
+        ex.run(adapter, tmp_path / "exported", mode="adapter")
+    finally:
+        os.umask(old)
+    out = tmp_path / "exported"
+    assert stat.S_IMODE(out.stat().st_mode) == 0o755  # not mkdtemp's owner-only 0o700
+    assert {stat.S_IMODE(p.stat().st_mode) for p in out.iterdir()} == {0o644}
+

@@ -81,3 +81,28 @@ def test_inputs_formats(tmp_path, name, content):
     rows = read_inputs(f)
     assert [r["text"] for r in rows] == ["hello", "world"]
     assert rows[0]["id"] != rows[1]["id"]
+
+
+@pytest.mark.parametrize("reader, name", [(read_inputs, "in.jsonl"), (read_inputs, "in.txt"), (read_inputs, "in.csv"),
+                                          (read_rows, "rows.jsonl")])
+def test_a_huge_line_is_reported_in_bounded_memory(tmp_path, reader, name):
+    """A stray 20 MB line (issue 19) is named as a bad line without ever being held whole."""
+    import tracemalloc
+
+    f = tmp_path / name
+    head = "text\n" if name.endswith(".csv") else ""
+    with open(f, "w", encoding="utf-8") as out:
+        out.write(head + '{"text": "ok"}\n' if not head else head + "ok\n")
+        out.write('{"text": "' + "x" * (20 << 20) + '"}\n')
+    tracemalloc.start()
+    try:
+        with pytest.raises(DataError) as err:
+            reader(f)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    line = 3 if head else 2
+    assert f"{name}:{line}: line is 20,971,533 bytes, more than data.max_line_bytes (1,048,576)" in str(err.value)
+    assert peak < 8 << 20  # a few 1 MiB chunks, not the 20 MB line (nor the GBs parsing it once cost)
+    if reader is read_inputs:  # data.max_line_bytes raises the cap
+        assert len(reader(f, max_line_bytes=32 << 20)) == 2

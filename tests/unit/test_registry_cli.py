@@ -93,12 +93,14 @@ def test_verify_exits_1_on_corruption(cli, tmp_path: Path) -> None:
     (["show", "nope"], "error: `nope`: the registry {reg} is empty; push an adapter first"),
     (["rollback", "c"], "error: `c@prod`: the registry {reg} is empty"),
     (["pull", "c@@", "x"], "error: `c@@`: not a valid adapter reference"),
+    (["show", "c@v0"], "error: `c@v0`: versions start at v1"),
+    (["promote", "c@v1", "v2"], "error: `v2`: not a valid alias"),
 ])
-def test_errors_are_clean(tmp_path: Path, args: list[str], message: str) -> None:
+def test_ref_errors_are_clean_and_exit_2_like_config_errors(tmp_path: Path, args: list[str], message: str) -> None:
     reg = tmp_path / "registry"
     res = subprocess.run([sys.executable, "-m", "lorapipe.cli", "registry", *args, "--registry", str(reg)],
                          cwd=ROOT, capture_output=True, text=True, timeout=60, check=False)
-    assert res.returncode == 1
+    assert res.returncode == 2  # bad input, as a bad config is (issue 19)
     assert message.format(reg=reg) in " ".join(res.stderr.split())
     assert "Traceback" not in res.stderr
 

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from lorapipe.adapter_files import lora_rank
 from lorapipe.errors import ServeError
 from lorapipe.models import ModelInfo
 from lorapipe.serve import vllm
@@ -31,7 +32,7 @@ def test_rank_beyond_vllm_is_an_error():
     ({}, 8),
 ])
 def test_lora_rank_reads_r_and_rank_pattern(config, want):
-    assert vllm.lora_rank(config) == want
+    assert lora_rank(config) == want
 
 
 PLAN = {"base_dir": Path("/models/base dir"), "base_name": "smollm2-135m-instruct", "max_lora_rank": 16,
