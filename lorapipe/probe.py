@@ -2,7 +2,7 @@
 
 The base model answers K sample inputs (``probe.n_inputs``) N times each (``probe.samples``, at
 ``probe.temperature``) with the task's system prompt; every answer is scored on the task's rubric
-(:func:`lorapipe.data.score.score_outputs`). The verdict is ``prompt`` — prompting is enough, no
+(:func:`lorapipe.data.rubric.score_outputs`). The verdict is ``prompt`` — prompting is enough, no
 fine-tune needed — when the format-compliance rate is at least ``probe.min_compliance`` *and* the
 mean score at least ``probe.min_score``; otherwise ``fine-tune``. The spread of the scores across
 samples of the same input says how (un)reliable the prompted model is.
@@ -95,7 +95,7 @@ def run(cfg, model, tokenizer, inputs: list[dict[str, str]], out_dir: str | Path
     once per generated answer (``min(n_inputs, len(inputs)) * samples`` in all). Returns the stage's
     :class:`~lorapipe.manifest.Manifest`; ``manifest.metrics["verdict"]`` is ``prompt`` or ``fine-tune``.
     """
-    from lorapipe.data.score import score_outputs
+    from lorapipe.data.rubric import score_outputs
     from lorapipe.generation import generate
 
     p = cfg.probe

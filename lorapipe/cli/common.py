@@ -11,8 +11,6 @@ from typing import Annotated, Any, Optional
 import typer
 from rich.console import Console
 
-from lorapipe.errors import ConfigError
-
 console = Console(stderr=True)
 
 ConfigArg = Annotated[Path, typer.Argument(help="Path to pipeline.yaml.", show_default=False)]

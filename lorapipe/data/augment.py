@@ -22,21 +22,10 @@ from pathlib import Path
 from typing import Any
 
 from lorapipe.data.formats import assistant_text, make_row, read_rows, row_id, user_text
-from lorapipe.data.journal import (
-    Journal,
-    PhaseProgress,
-    batch_size_for,
-    batched,
-    complete_keyed,
-    identity_of,
-    normalize_text,
-    phase,
-    request,
-    usage_delta,
-    usage_of,
-)
+from lorapipe.data.journal import Journal, PhaseProgress, batched, complete_keyed, normalize_text, phase
 from lorapipe.data.prompts import TeacherPrompt, clean_input, edge_case_messages, paraphrase_messages
-from lorapipe.data.score import RubricScore, apply_score, reason_kind, rows_per_journal_write, score_outputs
+from lorapipe.data.rubric import RubricScore, apply_score, reason_kind, rows_per_journal_write, score_outputs
+from lorapipe.llm.calls import batch_size_for, identity_of, request, usage_delta, usage_of
 from lorapipe.manifest import Manifest, sha256_file, sha256_json, write_jsonl
 
 N_EXAMPLES = 3  # typical inputs shown with each edge-case request
@@ -53,7 +42,7 @@ def run(cfg: Any, teacher: Any, judge: Any, in_file: str | Path, out_dir: str | 
     """Augment the kept rows of ``in_file`` (``scored.jsonl``) into ``out_dir/augmented.jsonl``.
 
     ``teacher`` writes paraphrases, edge-case inputs and their outputs; ``judge`` (or None: rules
-    only) scores the new rows with :func:`lorapipe.data.score.score_outputs`. With
+    only) scores the new rows with :func:`lorapipe.data.rubric.score_outputs`. With
     ``augment.enabled: false`` the rows pass through unchanged.
     """
     in_file, out_dir = Path(in_file), Path(out_dir)

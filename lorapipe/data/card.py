@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from lorapipe.data.formats import assistant_text, read_jsonl, user_text
-from lorapipe.data.journal import identity_of, usage_of
-from lorapipe.data.score import reason_kind
+from lorapipe.data.rubric import reason_kind
+from lorapipe.llm.calls import identity_of, usage_of
 from lorapipe.manifest import Manifest, atomic_write, atomic_write_json, sha256_file, sha256_json
 
 STAGES = ("generate", "score", "augment", "split")

@@ -23,20 +23,10 @@ from pathlib import Path
 from typing import Any
 
 from lorapipe.data.formats import make_row, read_inputs, row_id
-from lorapipe.data.journal import (
-    Journal,
-    PhaseProgress,
-    batch_size_for,
-    complete_keyed,
-    identity_of,
-    normalize_text,
-    phase,
-    request,
-    usage_delta,
-    usage_of,
-)
+from lorapipe.data.journal import Journal, PhaseProgress, complete_keyed, normalize_text, phase
 from lorapipe.data.prompts import TeacherPrompt, clean_input, input_writer_messages
 from lorapipe.errors import DataError
+from lorapipe.llm.calls import batch_size_for, identity_of, request, usage_delta, usage_of
 from lorapipe.manifest import Manifest, sha256_file, sha256_json, write_jsonl
 
 MAX_WRITE_ROUNDS = 3  # asks for written inputs at most this many times n_inputs, to make up for duplicates

@@ -5,7 +5,7 @@ the base arm runs under ``with model.disable_adapter():``, so memory holds a sin
 weights. Both arms get the same messages (the eval row's system prompt and input) and the same
 decoding settings (``evaluate.*``); an optional third arm is the base with a few-shot prompt.
 
-Every answer is scored with :func:`lorapipe.data.score.score_outputs`. Per input, the tuned answer
+Every answer is scored with :func:`lorapipe.data.rubric.score_outputs`. Per input, the tuned answer
 wins, ties (equal scores) or loses against the base answer; the win rate counts a tie as half and
 comes with a seeded paired-bootstrap 95 % interval (:mod:`lorapipe.evaluate.stats`). Also reported:
 per-criterion mean deltas, format compliance, exact match against the reference answer, answer
@@ -182,7 +182,7 @@ def run(cfg, model, tokenizer, eval_rows: list[dict[str, Any]], out_dir: str | P
     generated answer (rows x arms in all; scoring and loss come after). Returns the stage's Manifest;
     ``manifest.metrics`` holds the headline numbers.
     """
-    from lorapipe.data.score import score_outputs
+    from lorapipe.data.rubric import score_outputs
     from lorapipe.evaluate.metrics import eval_loss
     from lorapipe.evaluate.report import write_report
     from lorapipe.generation import generate

@@ -71,7 +71,7 @@ def judge_pairs(cfg, judge, items: list[tuple[str, str, str]], *, n_resamples: i
     for inp, base, tuned in items:
         requests.append(build_request(brief, inp, base, tuned))  # A = base, B = tuned
         requests.append(build_request(brief, inp, tuned, base))  # A = tuned, B = base
-    from lorapipe.data.journal import call  # failures come back as Completion.error (a tie), not raised
+    from lorapipe.llm.calls import call  # failures come back as Completion.error (a tie), not raised
 
     completions = call(judge, requests, progress)
     results, pairs, unparsed, consistent = [], [], 0, 0

@@ -19,9 +19,9 @@ moto_server = pytest.importorskip("moto.server")
 
 from lorapipe.errors import RegistryError
 from lorapipe.registry import UPLOAD_DELAY_ENV, Registry
-from lorapipe.serve.registry_source import RegistryAdapterSource
 from lorapipe.registry.testing import make_adapter_dir, make_run_dir
 from lorapipe.serve.adapters import verify_adapter_dir
+from lorapipe.serve.registry_source import RegistryAdapterSource
 
 ROOT = Path(__file__).resolve().parents[2]
 BUCKET = "lorapipe-registry"

@@ -8,7 +8,7 @@ import textwrap
 import pytest
 from data_fakes import FakeLLM, contact_teacher, make_cfg, prompt_kind, read_jsonl
 
-from lorapipe.data import score
+from lorapipe.data import rubric, score
 from lorapipe.data.formats import make_row
 from lorapipe.errors import ConfigError
 from lorapipe.llm.base import Completion
@@ -76,7 +76,7 @@ RULE_CASES = [
                          ids=[c[0] for c in RULE_CASES])
 def test_rule_checks(tmp_path, name, rules, output, compliant, rule_score, reasons):
     cfg = make_cfg(tmp_path, score={"rules": rules})
-    [rs] = score.score_outputs(cfg, [(INPUT, output)])
+    [rs] = rubric.score_outputs(cfg, [(INPUT, output)])
     assert (rs.compliant, rs.score, rs.reasons) == (compliant, rule_score, reasons)
     assert rs.subscores == {"rules": rule_score} and rs.judge_error is None
 
@@ -91,7 +91,7 @@ def test_rule_checks(tmp_path, name, rules, output, compliant, rule_score, reaso
 def test_bad_rule_config(tmp_path, rules, message):
     cfg = make_cfg(tmp_path, score={"rules": rules})
     with pytest.raises(ConfigError) as e:
-        score.score_outputs(cfg, [(INPUT, GOOD)])
+        rubric.score_outputs(cfg, [(INPUT, GOOD)])
     assert message in str(e.value)
 
 
@@ -106,7 +106,7 @@ def test_bad_rule_config(tmp_path, rules, message):
     ('{"score": "high"}', "`score` is not a number ('high') in the answer"),
 ])
 def test_parse_judge(text, parsed):
-    got = score.parse_judge(text)
+    got = rubric.parse_judge(text)
     if isinstance(parsed, tuple):
         assert got == parsed
     else:
@@ -127,7 +127,7 @@ def judge_of(answers: dict[str, str] | str):
 def test_combined_score_weights_rules_and_judge(tmp_path):
     cfg = make_cfg(tmp_path, score={"judge_criteria": ["Exact", "Complete"], "rule_weight": 0.25})
     judge = judge_of({"Exact": '{"score": 4, "rationale": "one typo"}', "Complete": '{"score": 2, "rationale": "x"}'})
-    [rs, bad] = score.score_outputs(cfg, [(INPUT, GOOD), (INPUT, "not json")], judge=judge)
+    [rs, bad] = rubric.score_outputs(cfg, [(INPUT, GOOD), (INPUT, "not json")], judge=judge)
     assert rs.score == 0.25 * 5 + 0.75 * 3
     assert rs.subscores == {"rules": 5.0, "Exact": 4.0, "Complete": 2.0}
     assert rs.rationale == "Exact: one typo; Complete: x"
@@ -140,18 +140,18 @@ def test_combined_score_weights_rules_and_judge(tmp_path):
 def test_default_criteria_are_the_task_quality_criteria(tmp_path):
     cfg = make_cfg(tmp_path)
     judge = judge_of('{"score": 5}')
-    [rs] = score.score_outputs(cfg, [(INPUT, GOOD)], judge=judge)
+    [rs] = rubric.score_outputs(cfg, [(INPUT, GOOD)], judge=judge)
     assert list(rs.subscores) == ["rules", cfg.task.quality_criteria[0]]
-    assert score.judge_criteria(cfg, None) == []
+    assert rubric.judge_criteria(cfg, None) == []
     no_criteria = make_cfg(tmp_path, task={"quality_criteria": []})
-    assert score.judge_criteria(no_criteria, judge) == [score.GENERIC_CRITERION]
+    assert rubric.judge_criteria(no_criteria, judge) == [rubric.GENERIC_CRITERION]
 
 
 def test_judge_retry_uses_a_new_sample_index(tmp_path):
     cfg = make_cfg(tmp_path, score={"judge_retries": 2})
     answers = iter(["no idea", '{"score": 5, "rationale": "good"}'])
     judge = FakeLLM(lambda req: next(answers), name="judge")
-    [rs] = score.score_outputs(cfg, [(INPUT, GOOD)], judge=judge)
+    [rs] = rubric.score_outputs(cfg, [(INPUT, GOOD)], judge=judge)
     assert rs.judge_error is None and rs.score == 5.0
     assert [r.sample_index for r in judge.requests] == [0, 1]
 

@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 
 from lorapipe.registry import Registry
-from lorapipe.serve.registry_source import RegistryAdapterSource
 from lorapipe.registry.core import blob_key
 from lorapipe.registry.testing import make_adapter_dir, make_run_dir
 from lorapipe.serve.adapters import AdapterNotFound, AdapterRejected, AdapterSource, verify_adapter_dir
+from lorapipe.serve.registry_source import RegistryAdapterSource
 
 
 @pytest.fixture()
