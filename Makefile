@@ -1,6 +1,7 @@
 # lorapipe — set-up, demo and tests. Every target installs what it needs first (idempotent).
 #   make demo   set up .venv and run the embedded demo end to end
-#   make test   set up .venv and run the whole test suite (what CI runs)
+#   make test   set up .venv, lint (ruff, mypy), then run the whole test suite (what CI runs)
+#   make lint   ruff (E,F,I,B,UP,BLE,RUF100) over the tree and mypy over the engine (pyproject.toml)
 SHELL := /bin/bash
 PY ?= python3
 VENV ?= .venv
@@ -21,7 +22,7 @@ $(STAMP): pyproject.toml scripts/setup.sh
 demo: setup
 	$(BIN)/lorapipe run examples/contact-extraction/pipeline.yaml --push contact-extraction
 
-test: setup
+test: lint
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 test-fast: setup
@@ -33,6 +34,7 @@ bench: setup
 
 lint: setup
 	$(BIN)/ruff check .
+	$(BIN)/mypy
 
 clean:
 	rm -rf $(VENV) examples/*/runs rebuilds .pytest_cache

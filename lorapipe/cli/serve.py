@@ -3,37 +3,36 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
 from lorapipe.cli.common import console, load
 
 app = typer.Typer()
-Opt = Optional  # typer needs Optional[...] for optional options on Python 3.10
 
 
 @app.command()
-def serve(ctx: typer.Context, config: Annotated[Opt[Path], typer.Option("--config", help="pipeline.yaml: base_model and the "
+def serve(ctx: typer.Context, config: Annotated[Path | None, typer.Option("--config", help="pipeline.yaml: base_model and the "
                                                          "serve section.", show_default=False)] = None,
-          base: Annotated[Opt[str], typer.Option("--base", help="Base model spec (default: config's "
+          base: Annotated[str | None, typer.Option("--base", help="Base model spec (default: config's "
                                                       "base_model, else smollm2-135m-instruct).",
                                                       show_default=False)] = None,
-          adapters: Annotated[Opt[Path], typer.Option("--adapters", help="Directory of adapters: each "
+          adapters: Annotated[Path | None, typer.Option("--adapters", help="Directory of adapters: each "
                                                            "subfolder is one adapter, named after the folder.",
                                                            show_default=False)] = None,
-          registry: Annotated[Opt[str], typer.Option("--registry", help="Also serve a registry's adapters "
+          registry: Annotated[str | None, typer.Option("--registry", help="Also serve a registry's adapters "
                                                           "(a path or fsspec URL): `name` (its prod alias, else "
                                                           "the newest), `name@v3`, `name@prod`; moving an alias "
                                                           "hot-swaps.", show_default=False)] = None,
-          host: Annotated[Opt[str], typer.Option("--host", help="Interface (default: serve.host, "
+          host: Annotated[str | None, typer.Option("--host", help="Interface (default: serve.host, "
                                                       "127.0.0.1).", show_default=False)] = None,
-          port: Annotated[Opt[int], typer.Option("--port", help="Port (default: serve.port, 8000).",
+          port: Annotated[int | None, typer.Option("--port", help="Port (default: serve.port, 8000).",
                                                       show_default=False)] = None,
-          keys: Annotated[Opt[Path], typer.Option("--keys", help="YAML/JSON API keys file (tenants and "
+          keys: Annotated[Path | None, typer.Option("--keys", help="YAML/JSON API keys file (tenants and "
                                                        "their adapters); without it the server is open.",
                                                        show_default=False)] = None,
-          max_adapters: Annotated[Opt[int], typer.Option("--max-adapters", min=1, help="Adapters kept "
+          max_adapters: Annotated[int | None, typer.Option("--max-adapters", min=1, help="Adapters kept "
                                                               "loaded (LRU) (default: serve.max_loaded_adapters).",
                                                               show_default=False)] = None,
           allow_unverified: Annotated[bool, typer.Option("--allow-unverified", help="Serve adapters that have "
@@ -50,9 +49,9 @@ def serve(ctx: typer.Context, config: Annotated[Opt[Path], typer.Option("--confi
                                               "CUDA, pip install vllm).")] = "builtin",
           dry_run: Annotated[bool, typer.Option("--dry-run", help="With --engine vllm: print the vLLM command "
                                                 "line and exit.")] = False,
-          vllm_port: Annotated[Opt[int], typer.Option("--vllm-port", help="vLLM's own loopback port "
+          vllm_port: Annotated[int | None, typer.Option("--vllm-port", help="vLLM's own loopback port "
                                                            "(default: --port + 1).", show_default=False)] = None,
-          vllm_args: Annotated[Opt[list[str]], typer.Option("--vllm-arg", help="Extra argument for `vllm "
+          vllm_args: Annotated[list[str] | None, typer.Option("--vllm-arg", help="Extra argument for `vllm "
                                                                  "serve`, repeatable, e.g. --vllm-arg=--dtype "
                                                                  "--vllm-arg=bfloat16.")] = None) -> None:
     """Serve the base model and every adapter in --adapters over an OpenAI-compatible API

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -18,15 +18,14 @@ from lorapipe.cli.common import ConfigArg, RegistryUrlOpt, SetOpt, emit, engine,
 from lorapipe.errors import ConfigError
 
 app = typer.Typer()
-Opt = Optional  # typer needs Optional[...] for optional options on Python 3.10
 
 
 @app.command()
 def run(ctx: typer.Context, config: ConfigArg,
-        force: Annotated[Opt[str], typer.Option(help="Redo this stage from scratch and re-run every stage after "
+        force: Annotated[str | None, typer.Option(help="Redo this stage from scratch and re-run every stage after "
                                                 "it (probe, generate, score, augment, split, train, "
                                                 "evaluate).")] = None,
-        push: Annotated[Opt[str], typer.Option(help="Register the run in the registry as NAME@vN (unless the "
+        push: Annotated[str | None, typer.Option(help="Register the run in the registry as NAME@vN (unless the "
                                                "newest NAME holds the same adapter, data and config).")] = None,
         registry: RegistryUrlOpt = None, overrides: SetOpt = None) -> None:
     """Run the whole pipeline: probe, generate, score, augment, split, train, evaluate.
@@ -72,9 +71,9 @@ def run(ctx: typer.Context, config: ConfigArg,
 
 @app.command()
 def probe(ctx: typer.Context, config: ConfigArg,
-          inputs: Annotated[Opt[Path], typer.Option(help="Raw inputs (.jsonl/.csv/.txt); default: data.inputs, "
+          inputs: Annotated[Path | None, typer.Option(help="Raw inputs (.jsonl/.csv/.txt); default: data.inputs, "
                                                     "else the user turns of data.train_file.")] = None,
-          out: Annotated[Opt[Path], typer.Option(help="Output directory (default: RUN_DIR/probe).")] = None,
+          out: Annotated[Path | None, typer.Option(help="Output directory (default: RUN_DIR/probe).")] = None,
           overrides: SetOpt = None) -> None:
     """Prompt or fine-tune? Try the base model with the task prompt on sample inputs and measure it.
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -11,14 +11,13 @@ from lorapipe.cli.common import ConfigArg, RegistryUrlOpt, SetOpt, emit, load
 from lorapipe.cli.registry import AllowPickleOpt, AllowUnverifiedOpt
 
 app = typer.Typer()
-Opt = Optional  # typer needs Optional[...] for optional options on Python 3.10
 
 
 @app.command()
 def predict(ctx: typer.Context, config: ConfigArg,
             input: Annotated[Path, typer.Option("--input", "-i", help="Raw inputs (.jsonl/.csv/.txt) or chat rows.")],
-            adapter: Annotated[Opt[Path], typer.Option(help="Adapter directory; omit for the base model.")] = None,
-            output: Annotated[Opt[Path], typer.Option("--output", "-o", help="JSONL to write "
+            adapter: Annotated[Path | None, typer.Option(help="Adapter directory; omit for the base model.")] = None,
+            output: Annotated[Path | None, typer.Option("--output", "-o", help="JSONL to write "
                                                            "(default: stdout).")] = None,
             max_new_tokens: Annotated[int, typer.Option(help="Most tokens per answer.")] = 128,
             temperature: Annotated[float, typer.Option(help="0 = greedy.")] = 0.0,
@@ -54,17 +53,17 @@ def predict(ctx: typer.Context, config: ConfigArg,
 
 
 @app.command()
-def export(ctx: typer.Context, config: Annotated[Opt[Path], typer.Argument(
+def export(ctx: typer.Context, config: Annotated[Path | None, typer.Argument(
                help="pipeline.yaml; supplies the default --adapter (RUN/train/adapter) and --out.",
                show_default=False)] = None,
-           adapter: Annotated[Opt[Path], typer.Option("--adapter", help="PEFT adapter directory.",
+           adapter: Annotated[Path | None, typer.Option("--adapter", help="PEFT adapter directory.",
                                                            show_default=False)] = None,
-           out: Annotated[Opt[Path], typer.Option("--out", help="Directory to write: new, empty or an earlier "
+           out: Annotated[Path | None, typer.Option("--out", help="Directory to write: new, empty or an earlier "
                                                        "export of the same kind (replaced atomically).",
                                                        show_default=False)] = None,
            merge: Annotated[bool, typer.Option("--merge/--adapter-only",
                                                help="Merged model (parity-checked) or plain PEFT adapter.")] = True,
-           base: Annotated[Opt[str], typer.Option("--base", help="Base model spec; default: the one the "
+           base: Annotated[str | None, typer.Option("--base", help="Base model spec; default: the one the "
                                                        "adapter's manifest records.", show_default=False)] = None,
            allow_pickle: Annotated[bool, typer.Option("--allow-pickle",
                                                       help="Accept .bin (pickle) weights you trust.")] = False,
@@ -102,7 +101,7 @@ def export(ctx: typer.Context, config: Annotated[Opt[Path], typer.Argument(
 def rebuild(ctx: typer.Context, ref: Annotated[str, typer.Argument(help="Version to rebuild: NAME@vN, NAME@ALIAS or NAME.",
                                                show_default=False)],
             registry: RegistryUrlOpt = None,
-            out: Annotated[Opt[Path], typer.Option("--out", help="New directory for the rebuild (default: "
+            out: Annotated[Path | None, typer.Option("--out", help="New directory for the rebuild (default: "
                                                         "rebuilds/NAME-vN).", show_default=False)] = None,
             atol: Annotated[float, typer.Option(help="Largest absolute difference allowed between the recorded "
                                                 "and rebuilt adapter weights.")] = 1e-4,

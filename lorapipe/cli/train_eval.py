@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -14,22 +14,21 @@ from lorapipe.cli.registry import AllowPickleOpt, AllowUnverifiedOpt
 from lorapipe.errors import ConfigError
 
 app = typer.Typer()
-Opt = Optional  # typer needs Optional[...] for optional options on Python 3.10
 
 
 @app.command()
 def train(ctx: typer.Context, config: ConfigArg,
-          train_file: Annotated[Opt[Path], typer.Option(help="Rows to train on (default: the split's train.jsonl "
+          train_file: Annotated[Path | None, typer.Option(help="Rows to train on (default: the split's train.jsonl "
                                                         "or data.train_file, made first if out of date).")] = None,
-          eval_file: Annotated[Opt[Path], typer.Option(help="Rows to evaluate on.")] = None,
-          out: Annotated[Opt[Path], typer.Option(help="Output directory (default: RUN_DIR/train).")] = None,
-          resume: Annotated[Opt[bool], typer.Option(
+          eval_file: Annotated[Path | None, typer.Option(help="Rows to evaluate on.")] = None,
+          out: Annotated[Path | None, typer.Option(help="Output directory (default: RUN_DIR/train).")] = None,
+          resume: Annotated[bool | None, typer.Option(
               "--resume/--no-resume", help="Continue from the newest checkpoint (default: when one exists "
               "for the same data and config); --no-resume trains from scratch.")] = None,
-          launcher: Annotated[Opt[str], typer.Option(
+          launcher: Annotated[str | None, typer.Option(
               help="`accelerate`: start --num-processes training processes (DDP/FSDP/DeepSpeed per the "
                    "`distributed` section); `none`: this process only. Default: distributed.launcher.")] = None,
-          num_processes: Annotated[Opt[int], typer.Option(
+          num_processes: Annotated[int | None, typer.Option(
               help="Processes (GPUs) for --launcher accelerate. Default: distributed.num_processes.")] = None,
           overrides: SetOpt = None) -> None:
     """Train a LoRA adapter on ready rows (chat, alpaca or prompt/completion JSONL).
@@ -80,10 +79,10 @@ def train(ctx: typer.Context, config: ConfigArg,
 def eval_(ctx: typer.Context, config: ConfigArg,
           adapter: Annotated[Path, typer.Option(help="Adapter directory written by `lorapipe train` "
                                                 "(e.g. runs/<task>/train/adapter).", show_default=False)],
-          eval_file: Annotated[Opt[Path], typer.Option(help="Held-out chat rows (default: data.eval_file, "
+          eval_file: Annotated[Path | None, typer.Option(help="Held-out chat rows (default: data.eval_file, "
                                                        "else RUN_DIR/split/eval.jsonl).")] = None,
-          out: Annotated[Opt[Path], typer.Option(help="Output directory (default: RUN_DIR/evaluate).")] = None,
-          max_inputs: Annotated[Opt[int], typer.Option(min=1, help="Evaluate at most N rows "
+          out: Annotated[Path | None, typer.Option(help="Output directory (default: RUN_DIR/evaluate).")] = None,
+          max_inputs: Annotated[int | None, typer.Option(min=1, help="Evaluate at most N rows "
                                                        "(overrides evaluate.max_inputs).")] = None,
           allow_pickle: AllowPickleOpt = False, allow_unverified: AllowUnverifiedOpt = False,
           overrides: SetOpt = None) -> None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 from collections import Counter
 from pathlib import Path
+from collections.abc import Mapping
 from typing import Any
 
 from lorapipe.data.formats import assistant_text, read_jsonl, user_text
@@ -204,7 +205,7 @@ def summary(card: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def run(cfg: Any, dirs: dict[str, str | Path], out_dir: str | Path, tokenizer: Any = None,
+def run(cfg: Any, dirs: Mapping[str, str | Path], out_dir: str | Path, tokenizer: Any = None,
         llms: dict[str, Any] | None = None) -> Manifest:
     """Write ``data_card.json`` and ``data_card.md`` into ``out_dir`` (see :func:`build_card`)."""
     out_dir = Path(out_dir)

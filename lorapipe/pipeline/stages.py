@@ -97,7 +97,8 @@ def build(p: Host) -> list[Stage]:
     def generate(out: Path, files: Files) -> Manifest:
         from lorapipe.data import generate as gen
 
-        given = p.raw_inputs(files["inputs"]) if files.get("inputs") is not None else None
+        inputs = files.get("inputs")
+        given = p.raw_inputs(inputs) if inputs is not None else None
         return gen.run(cfg, p.teacher(), out, inputs=given, progress=p.progress("generate"))
 
     def score(out: Path, files: Files) -> Manifest:
