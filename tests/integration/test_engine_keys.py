@@ -160,3 +160,44 @@ def test_why_a_stage_reruns_is_in_the_event_stream(project: Path) -> None:
     started = [e for e in events if e["type"] == "stage_started" and e["stage"] == "generate"]
     assert started[-1]["why"] == ["code:teacher"]
     assert re.fullmatch(r"[0-9a-f]{12}", started[-1]["run"])
+
+
+def test_an_openai_teacher_served_by_lorapipe_serve_keys_on_its_model_and_sampling(tmp_path: Path) -> None:
+    """A real OpenAI-compatible server (lorapipe's own, on loopback), not the fake: the served model's
+    name and the sampling settings are part of generate's key; the same settings replay from the cache."""
+    from lorapipe.serve.adapters import DirectoryAdapterSource
+    from lorapipe.serve.app import ServeSettings, create_app
+    from lorapipe.serve.engine import Engine
+    from lorapipe.serve.server import ServerThread
+    from lorapipe.testing import build_tiny_adapter
+
+    base = build_tiny_model(tmp_path / "base")
+    (tmp_path / "adapters").mkdir()
+    build_tiny_adapter(base, tmp_path / "adapters" / "tuned", seed=3)
+    _write_inputs(tmp_path, 4)
+    engine = Engine.from_spec(str(base), source=DirectoryAdapterSource(tmp_path / "adapters"), base_name="base",
+                              batch_window_ms=5)
+    with ServerThread(create_app(ServeSettings(watch_interval_s=None), engine)) as srv:
+        (tmp_path / "pipeline.yaml").write_text(textwrap.dedent(f"""\
+            task: {{name: served, description: Extract the e-mail., system_prompt: Return the e-mail.}}
+            base_model: {base}
+            data: {{inputs: inputs.jsonl}}
+            teacher: {{kind: openai, base_url: "{srv.url}/v1", model: base, api_key_env: null,
+                       max_tokens: 4, temperature: 0, concurrency: 2}}
+            """))
+
+        def generate(**overrides: object) -> tuple[list[str], dict]:
+            pipe = Pipeline(load_config(tmp_path / "pipeline.yaml", dict(overrides)))
+            result = pipe.run(until="generate")
+            usage = Manifest.load(result.run_dir / "generate").extra["teacher_usage"]
+            return result.ran, usage
+
+        ran, usage = generate()
+        assert ran == ["generate"] and usage["calls"] == 4 and usage["cached"] == 0
+        assert generate() == ([], usage)  # nothing changed: skipped, not even the cache is asked
+        ran, usage = generate(**{"teacher.model": "tuned"})  # another served model
+        assert ran == ["generate"] and usage["calls"] == 4 and usage["cached"] == 0
+        ran, usage = generate(**{"teacher.model": "tuned", "teacher.temperature": 0.9})  # other sampling
+        assert ran == ["generate"] and usage["calls"] == 4
+        ran, usage = generate(**{"teacher.model": "tuned"})  # back to settings already asked: the cache answers
+        assert ran == ["generate"] and usage["calls"] == 0 and usage["cached"] == 4
