@@ -80,9 +80,12 @@ def main() -> None:
         engine.shutdown()
 
     a50, b50 = statistics.median(load_times), statistics.median(base_times)
-    print(f"model: {args.model or f'tiny llama (hidden {args.hidden}, {args.layers} layers)'}; adapter r={args.rank} on every projection")
-    print(f"base load     p50 {b50 * 1000:8.1f} ms   p90 {pct(base_times, 0.9) * 1000:8.1f} ms  ({len(base_times)} loads)")
-    print(f"adapter load  p50 {a50 * 1000:8.1f} ms   p90 {pct(load_times, 0.9) * 1000:8.1f} ms  ({len(load_times)} loads)")
+    model = args.model or f"tiny llama (hidden {args.hidden}, {args.layers} layers)"
+    print(f"model: {model}; adapter r={args.rank} on every projection")
+    print(f"base load     p50 {b50 * 1000:8.1f} ms   p90 {pct(base_times, 0.9) * 1000:8.1f} ms  "
+          f"({len(base_times)} loads)")
+    print(f"adapter load  p50 {a50 * 1000:8.1f} ms   p90 {pct(load_times, 0.9) * 1000:8.1f} ms  "
+          f"({len(load_times)} loads)")
     print(f"base / adapter = {b50 / a50:.1f}x")
     print(f"adapter load p50 = {a50 * 1000:.1f} ms  (target <= 100 ms)")
 

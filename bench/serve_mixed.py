@@ -148,7 +148,8 @@ def main() -> None:
         t_swap, n_swap = run_swapping(swap, engine.tokenizer, mixed_jobs[:n_swap_req], args.max_tokens)
 
     mixed, merged_tps, swapping = n_mixed / t_mixed, n_merged / t_merged, n_swap / t_swap
-    print(f"model: {args.model or f'tiny llama (hidden {args.hidden}, {args.layers} layers)'}; {args.requests} requests x "
+    model = args.model or f"tiny llama (hidden {args.hidden}, {args.layers} layers)"
+    print(f"model: {model}; {args.requests} requests x "
           f"{args.max_tokens} tokens over {args.adapters} adapters (r=16, all projections), batch {args.batch}, "
           f"kernel {args.kernel}")
     print(f"mixed    {mixed:9.1f} tokens/s  ({n_mixed} tokens in {t_mixed:.2f} s)")

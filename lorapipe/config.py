@@ -473,5 +473,6 @@ def parse_overrides(items: list[str]) -> dict[str, Any]:
             parsed[key.strip()] = yaml.safe_load(value)
         except yaml.YAMLError as e:
             raise ConfigError(f"--set {item!r}: the value is not valid YAML ({getattr(e, 'problem', None) or e}); "
-                              "quote it, e.g. --set 'task.name=\"x\"' or --set 'lora.target_modules=[q_proj]'") from None
+                              "quote it, e.g. --set 'task.name=\"x\"' or "
+                              "--set 'lora.target_modules=[q_proj]'") from None
     return parsed

@@ -117,7 +117,7 @@ class EventLog:
             with open(self.path, "r+b") as f:
                 f.truncate(good_end)
         self.last_seq = events[-1]["seq"] if events and isinstance(events[-1].get("seq"), int) else 0
-        self._f = open(self.path, "ab")  # noqa: SIM115 - held for the run, closed by close()
+        self._f = open(self.path, "ab")
 
     def attach(self, bus: EventBus) -> Callable[[], None]:
         bus.seq = max(bus.seq, self.last_seq)

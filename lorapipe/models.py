@@ -144,7 +144,7 @@ def _resolve_hub(spec: str) -> ModelInfo:
 
         path = Path(snapshot_download(spec, allow_patterns=["*.json", "*.safetensors", "*.model", "*.txt",
                                                             "*.jinja"]))
-    except Exception as e:  # offline, unknown repo, gated...
+    except Exception as e:  # noqa: BLE001 - offline, unknown repo, gated...: all mean "not available here"
         raise ModelError(
             f"could not fetch `{spec}` from the hub ({type(e).__name__}: {str(e).splitlines()[0][:200]}). "
             f"Offline, use the embedded `smollm2-135m-instruct`, a local model directory, or a .gguf "

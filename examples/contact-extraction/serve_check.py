@@ -56,7 +56,7 @@ def main() -> int:
     cmd = [sys.executable, "-m", "lorapipe", "serve", "--config", str(HERE / "pipeline.yaml"), "--adapters",
            str(adapters), "--port", str(port), "--watch", "0.5"]
     print("$", " ".join(cmd))
-    log = open(work / "server.log", "w")  # noqa: SIM115 - closed in finally
+    log = open(work / "server.log", "w")
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
     ok = True
     try:

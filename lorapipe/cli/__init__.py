@@ -36,7 +36,8 @@ def _root(ctx: typer.Context,
 
     ctx.obj = State(quiet=quiet, json=as_json)
     set_quiet(quiet or as_json)
-    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
     if not verbose:
         # Deprecation notices from the libraries are for lorapipe's developers, not its users.
         warnings.filterwarnings("ignore", category=FutureWarning)

@@ -13,7 +13,8 @@ app = typer.Typer()
 
 
 @app.command()
-def serve(ctx: typer.Context, config: Annotated[Path | None, typer.Option("--config", help="pipeline.yaml: base_model and the "
+def serve(ctx: typer.Context,
+          config: Annotated[Path | None, typer.Option("--config", help="pipeline.yaml: base_model and the "
                                                          "serve section.", show_default=False)] = None,
           base: Annotated[str | None, typer.Option("--base", help="Base model spec (default: config's "
                                                       "base_model, else smollm2-135m-instruct).",

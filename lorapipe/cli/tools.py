@@ -98,7 +98,8 @@ def export(ctx: typer.Context, config: Annotated[Path | None, typer.Argument(
 
 
 @app.command()
-def rebuild(ctx: typer.Context, ref: Annotated[str, typer.Argument(help="Version to rebuild: NAME@vN, NAME@ALIAS or NAME.",
+def rebuild(ctx: typer.Context,
+            ref: Annotated[str, typer.Argument(help="Version to rebuild: NAME@vN, NAME@ALIAS or NAME.",
                                                show_default=False)],
             registry: RegistryUrlOpt = None,
             out: Annotated[Path | None, typer.Option("--out", help="New directory for the rebuild (default: "

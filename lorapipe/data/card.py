@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from pathlib import Path
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from lorapipe.data.formats import assistant_text, read_jsonl, user_text

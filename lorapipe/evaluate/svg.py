@@ -79,7 +79,7 @@ def line_chart(series: list[tuple[str, str, list[tuple[float, float]]]], *, widt
         out.append(f'<text x="{sx(t):.1f}" y="{top + ph + 18}" font-size="11" text-anchor="middle" '
                    f'fill="{AXIS}">{_fmt(t)}</text>')
     out.append(f'<line x1="{left}" x2="{left + pw}" y1="{top + ph}" y2="{top + ph}" stroke="{AXIS}"/>')
-    for name, color, s in series:
+    for _name, color, s in series:
         s = [p for p in s if math.isfinite(p[1])]
         if not s:
             continue

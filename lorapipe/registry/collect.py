@@ -197,8 +197,10 @@ def _function_specs(cfg: dict[str, Any]) -> list[str]:
 def _find_code(col: Collected) -> None:
     """Store the user modules the config names (``module:function``) when they sit next to the config,
     and ``generate.template``: a rebuild needs them, an installed package is recorded by version only."""
-    wanted = [Path(*spec.split(":")[0].split(".")).with_suffix(".py").as_posix() for spec in _function_specs(col.config)]
-    template = (col.config.get("generate") or {}).get("template") if isinstance(col.config.get("generate"), dict) else None
+    wanted = [Path(*spec.split(":")[0].split(".")).with_suffix(".py").as_posix()
+              for spec in _function_specs(col.config)]
+    gen = col.config.get("generate")
+    template = (gen or {}).get("template") if isinstance(gen, dict) else None
     if isinstance(template, str):
         wanted.append(template)
     for rel in dict.fromkeys(wanted):

@@ -41,7 +41,7 @@ class ServerThread:
         self.host = host
         self.port = port
 
-    def __enter__(self) -> ServerThread:  # noqa: PYI034 - a plain class, never subclassed
+    def __enter__(self) -> ServerThread:
         self.thread.start()
         deadline = time.monotonic() + 60
         while not self.server.started:

@@ -98,7 +98,8 @@ def test_two_processes_train_the_single_process_adapter(world: Path, reference: 
              "--launcher", "accelerate", "--num-processes", "2")
     assert r.returncode == 0, r.stderr[-4000:]
     assert "global batch 4 = 1 per device x 2 accumulation x 2 process(es) (same as 1 x 4 = 4" in r.stderr
-    assert "--num_processes 2 -m lorapipe train pipeline.yaml --train-file train.jsonl --out two --no-resume" in r.stderr
+    assert ("--num_processes 2 -m lorapipe train pipeline.yaml --train-file train.jsonl --out two --no-resume"
+            in r.stderr)
     assert r.stdout.count("adapter: ") == 1, r.stdout  # only rank 0 reports
     out = world / "two"
     # one adapter, no leftovers of a second writer (atomic_dir temporaries are dot-folders)
@@ -118,7 +119,8 @@ def test_resume_after_kill_9_of_one_rank(world: Path, reference: Path, monkeypat
     for k, v in {"KILL_AT_STEP": "2", "KILL_RANK": "1"}.items():
         monkeypatch.setenv(k, v)
     monkeypatch.chdir(world)
-    rc = distributed.launch(cfg, 2, [str(WORKER), "train", "pipeline.yaml", "--train-file", "train.jsonl", "--out", str(out),
+    rc = distributed.launch(cfg, 2, [str(WORKER), "train", "pipeline.yaml", "--train-file", "train.jsonl",
+                                     "--out", str(out),
                                             "--no-resume"],
                             out_dir=world / "launch-kill")
     err = capfd.readouterr().err

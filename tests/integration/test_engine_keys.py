@@ -106,12 +106,14 @@ EDITS = [
      ["generate", "score", "augment", "split", "train", "evaluate"]),
     ("template content", lambda p: _sub(p / "prompt.j2", "Task:", "WITH-NAME Task:"),
      ["generate", "score", "augment", "split", "train", "evaluate"]),
-    ("custom check's source", lambda p: (p / "checks.py").write_text(CHECKS.replace("return True", 'return "9" not in output_text')),
+    ("custom check's source",
+     lambda p: (p / "checks.py").write_text(CHECKS.replace("return True", 'return "9" not in output_text')),
      NOT_GENERATE),
     ("python judge's source", lambda p: _sub(p / "judge.py", '"score": 5', '"score": 4.5'), NOT_GENERATE),
     # The python judge answers the same under another model name: the stages that ask it re-run, and
     # since the scores come out the same, nothing downstream of them does.
-    ("judge's model", lambda p: _sub(p / "pipeline.yaml", 'function: "judge:score"', 'function: "judge:score", model: j2'),
+    ("judge's model",
+     lambda p: _sub(p / "pipeline.yaml", 'function: "judge:score"', 'function: "judge:score", model: j2'),
      ["probe", "score", "augment", "evaluate"]),
     ("base weights at the same path", lambda p: build_tiny_model(p / "model", seed=1), ["probe", "train", "evaluate"]),
     ("--set train.learning_rate", {"train.learning_rate": 1e-3}, ["train", "evaluate"]),

@@ -41,7 +41,8 @@ def contact_answer(body: dict) -> str:
 
 def inputs() -> list[str]:
     first = ["Ann", "Bob", "Cai", "Dee", "Eli", "Fay"]
-    return [f"Note {i}: {first[i % 6]} Person{chr(65 + i % 26)}x{i} writes from p{i}@mail{i}.org" for i in range(N_INPUTS)]
+    return [f"Note {i}: {first[i % 6]} Person{chr(65 + i % 26)}x{i} writes from p{i}@mail{i}.org"
+            for i in range(N_INPUTS)]
 
 
 def write_config(tmp_path: Path, base_url: str, max_retries: int = 5) -> Path:

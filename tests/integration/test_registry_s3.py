@@ -80,7 +80,8 @@ def test_round_trip(s3_options, url: str, tmp_path: Path) -> None:
     assert (out / "adapter" / "adapter_model.safetensors").read_bytes() == \
         (run_a / "train" / "adapter" / "adapter_model.safetensors").read_bytes()
     # content addressing: the same run again adds a version but no blob
-    blobs = lambda: [p for p in reg.store.fs.find(f"{reg.store.root}/blobs")]
+    def blobs() -> list[str]:
+        return list(reg.store.fs.find(f"{reg.store.root}/blobs"))
     n = len(blobs())
     assert reg.push("contacts", run_a) == "contacts@v3" and len(blobs()) == n
     with pytest.raises(RegistryError, match=r"`contacts@v9`: contacts has no version v9; it has v1..v3"):

@@ -93,8 +93,9 @@ def test_directory_watch_replaces_adds_and_removes(world, tmp_path):
     settings = ServeSettings(watch_interval_s=3600)  # the test drives the polls itself
     with live_server(world.engine(), settings) as (srv, app):
         c = client(srv)
-        ask = lambda m: c.chat.completions.create(model=m, messages=QUESTION, max_tokens=MAX_TOKENS,
-                                                  temperature=0)
+        def ask(m: str):
+            return c.chat.completions.create(model=m, messages=QUESTION, max_tokens=MAX_TOKENS, temperature=0)
+
         assert ask("ad2").system_fingerprint == world.fingerprint("ad2")
         # replace ad2's folder in place
         staged = world.add_version("ad2", seed=4242, where=tmp_path / "staging" / "ad2")

@@ -94,8 +94,9 @@ def test_corrupt_replacement_keeps_the_old_version_serving(world, tmp_path):
     good = world.fingerprint("ad1")
     with live_server(world.engine(), ServeSettings(watch_interval_s=3600)) as (srv, app):
         c = client(srv)
-        ask = lambda: c.chat.completions.create(model="ad1", messages=QUESTION, max_tokens=MAX_TOKENS,
-                                                temperature=0)
+        def ask():
+            return c.chat.completions.create(model="ad1", messages=QUESTION, max_tokens=MAX_TOKENS, temperature=0)
+
         assert ask().system_fingerprint == good
         world.add_version("ad1", seed=555, where=staged)
         corrupt_weights(staged)

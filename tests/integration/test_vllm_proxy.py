@@ -154,7 +154,8 @@ def test_admin_api_needs_an_admin_key(world, key, method, path, body, status):
 
 def test_models_lists_what_the_tenant_may_use(world):
     srv, _, _ = world
-    ids = lambda key: [m.id for m in OpenAI(base_url=f"{srv.url}/v1", api_key=key).models.list().data]
+    def ids(key: str) -> list[str]:
+        return [m.id for m in OpenAI(base_url=f"{srv.url}/v1", api_key=key).models.list().data]
     assert ids(ALICE) == [BASE, "ad0", "ad1"]
     assert ids(BOB) == ["ad1"]
 

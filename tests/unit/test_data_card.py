@@ -63,7 +63,8 @@ def test_card_files_markdown_and_summary(run_dirs, tmp_path):
     m = card.run(cfg, d, tmp_path / "card")
     md = (tmp_path / "card" / "data_card.md").read_text()
     for heading in ("# Data card: contacts", "## Rows per stage", "## Rejected, by kind of reason",
-                    "## Score histogram (0–5)", "## Origin mix of the final rows", "## Token lengths (whitespace tokens)",
+                    "## Score histogram (0–5)", "## Origin mix of the final rows",
+                    "## Token lengths (whitespace tokens)",
                     "## Teacher", "## Judge"):
         assert heading in md
     assert "| format | 2 |" in md and "| edge:adversarial | 2 |" in md

@@ -238,7 +238,8 @@ def test_editing_a_custom_check_changes_the_key_of_every_stage_that_scores(tmp_p
 def test_a_rerun_rescores_after_a_custom_check_is_edited(tmp_path):
     cfg = make_cfg(tmp_path, score={"rules": {"custom": ["my_checks:ok"]}})
     gen = tmp_path / "generated.jsonl"
-    gen.write_text(json.dumps(make_row(cfg.task.system_prompt, INPUT, GOOD, id="r1", source_id="r1", origin="teacher")) + "\n")
+    row = make_row(cfg.task.system_prompt, INPUT, GOOD, id="r1", source_id="r1", origin="teacher")
+    gen.write_text(json.dumps(row) + "\n")
     first = score.run(cfg, None, gen, tmp_path / "score")
     assert first.metrics["kept"] == 1
     (tmp_path / "my_checks.py").write_text((tmp_path / "my_checks.py").read_text().replace(

@@ -92,14 +92,16 @@ def test_bare_adapter_dir(reg: Registry, tmp_path: Path) -> None:
     assert rec["source"]["kind"] == "adapter" and rec["adapter"]["r"] == 4
     assert rec["metrics"]["train"]["eval_loss"] == 1.0
     out = reg.pull("bare", tmp_path / "out")
-    assert (out / "adapter" / "adapter_model.safetensors").read_bytes() == (ad / "adapter_model.safetensors").read_bytes()
+    weights = "adapter_model.safetensors"
+    assert (out / "adapter" / weights).read_bytes() == (ad / weights).read_bytes()
 
 
 def test_pull_materialises_and_round_trips(reg: Registry, tmp_path: Path) -> None:
     run = make_run_dir(tmp_path / "a")
     reg.push("contacts", run)
     out = reg.pull("contacts", tmp_path / "pulled")
-    assert (out / "adapter" / "adapter_config.json").read_bytes() == (run / "train/adapter/adapter_config.json").read_bytes()
+    config = "adapter_config.json"
+    assert (out / "adapter" / config).read_bytes() == (run / "train/adapter" / config).read_bytes()
     assert (out / "data" / "train.jsonl").read_bytes() == (run / "split" / "train.jsonl").read_bytes()
     assert (out / "report" / "report.html").is_file() and (out / "config" / "config.json").is_file()
     assert json.loads((out / "version.json").read_text())["ref"] == "contacts@v1"
@@ -142,7 +144,8 @@ def test_content_addressing_shares_blobs(reg: Registry, tmp_path: Path) -> None:
     a, c = reg.record("contacts@v1")["files"], reg.record("contacts@v3")["files"]
     assert a["adapter/adapter_model.safetensors"] == c["adapter/adapter_model.safetensors"]
     sha = a["adapter/adapter_model.safetensors"]
-    assert (Path(reg.url) / blob_key(sha)).read_bytes() == (run / "train/adapter/adapter_model.safetensors").read_bytes()
+    weights = run / "train/adapter/adapter_model.safetensors"
+    assert (Path(reg.url) / blob_key(sha)).read_bytes() == weights.read_bytes()
 
 
 def test_dedup_returns_identical_latest(reg: Registry, tmp_path: Path) -> None:

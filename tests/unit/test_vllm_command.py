@@ -81,7 +81,8 @@ def test_plan_takes_every_adapter_and_the_largest_rank(tiny):
 def test_plan_without_adapters_uses_the_rank_floor(tiny, tmp_path):
     base, _ = tiny
     (tmp_path / "empty").mkdir()
-    assert vllm.plan(base=str(base), adapters=tmp_path / "empty", max_loras=2, port=1, rank_floor=48).max_lora_rank == 64
+    plan = vllm.plan(base=str(base), adapters=tmp_path / "empty", max_loras=2, port=1, rank_floor=48)
+    assert plan.max_lora_rank == 64
     assert vllm.plan(base=str(base), adapters=None, max_loras=2, port=1).max_lora_rank == 16
 
 
