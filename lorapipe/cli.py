@@ -342,9 +342,10 @@ def eval_(config: ConfigArg,
     out = out or cfg.run_dir / "evaluate"
     probe_file = cfg.run_dir / "probe" / "probe.json"
     arms = 3 if cfg.evaluate.few_shot_arm else 2
-    with bar("A/B base vs tuned", len(rows) * arms) as advance:
+    extra = ab.read_extra_sets(cfg)
+    with bar("A/B base vs tuned", (len(rows) + sum(map(len, extra.values()))) * arms) as advance:
         m = ab.run(cfg, model, tok, rows, out, judge=judge, progress=advance, trainer_log=_trainer_log(adapter),
-                   probe=json.loads(probe_file.read_text()) if probe_file.is_file() else None)
+                   probe=json.loads(probe_file.read_text()) if probe_file.is_file() else None, extra_sets=extra)
     result = json.loads((out / "ab.json").read_text())
     emit({"out": str(out), "report": str(out / "report.html"), "metrics": m.metrics,
           "verdict": result["verdict"]["line"]},

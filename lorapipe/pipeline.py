@@ -191,7 +191,8 @@ class Pipeline:
                   lambda: dict(zip(("train", "eval"), self._train_files())), train),
             Stage("evaluate", ("task", "base_model", "evaluate", "score", "judge"),
                   lambda: {"adapter": d / "train" / "adapter" / "adapter_model.safetensors",
-                           "eval": self._train_files()[1]}, evaluate,
+                           "eval": self._train_files()[1],
+                           **{f"extra_set:{x.name}": cfg.resolve(x.file) for x in cfg.evaluate.extra_sets}}, evaluate,
                   enabled=eval_file is not None or cfg.data.eval_file is None),
         ]
 
@@ -253,11 +254,13 @@ class Pipeline:
             rows = read_rows(self._train_files()[1], system_prompt=cfg.task.system_prompt)
             if cfg.evaluate.max_inputs:
                 rows = rows[: cfg.evaluate.max_inputs]
+            extra = ab.read_extra_sets(cfg)
             arms = 3 if cfg.evaluate.few_shot_arm and cfg.teacher and cfg.teacher.few_shot else 2
-            with bar("A/B base vs tuned", len(rows) * arms) as advance:
+            with bar("A/B base vs tuned", (len(rows) + sum(map(len, extra.values()))) * arms) as advance:
                 m = ab.run(cfg, peft_model, tok, rows, out, judge=self.judge(), progress=advance,
                            trainer_log=json.loads(log_file.read_text()) if log_file.is_file() else None,
-                           probe=json.loads(probe_file.read_text()) if probe_file.is_file() else None)
+                           probe=json.loads(probe_file.read_text()) if probe_file.is_file() else None,
+                           extra_sets=extra)
         finally:
             peft_model.unload()  # give the shared base model back without the adapter layers
         say(ab.summary_text(json.loads((out / "ab.json").read_text())))
