@@ -238,14 +238,34 @@ class TrainConfig(Section):
     dataloader_num_workers: int = Field(0, ge=0, description="Data loader worker processes.")
 
 
+class ExtraSet(Section):
+    name: str = Field(description="Short name of the check set; names its column in the report and registry.",
+                      pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+    file: Path = Field(description="Labelled rows the pipeline never trains on: chat/alpaca/prompt-completion "
+                       "rows, or (with task.output_schema) objects holding the input field (data.input_field) "
+                       "and the schema's properties as the reference, e.g. {\"text\", \"name\", \"email\"}.")
+
+
 class EvaluateConfig(Section):
     max_inputs: int | None = Field(None, gt=0, description="Evaluate at most N eval rows.")
+    extra_sets: list[ExtraSet] = Field(
+        default_factory=list, description="Check sets scored like the eval split by every arm, with the same "
+        "rubric, and reported as their own columns (report, `lorapipe registry show`); `registry diff` flags "
+        "a version whose check-set score dropped.")
     max_new_tokens: int = Field(96, gt=0, description="Most tokens per answer.")
     temperature: float = Field(0.0, ge=0, le=2, description="Decoding temperature for both arms.")
     batch_size: int = Field(8, ge=1, description="Generation batch size.")
     few_shot_arm: bool = Field(False, description="Also evaluate the base model with the teacher's few-shot prompt.")
     pairwise_judge: bool = Field(False, description="Judge sees both answers (positions swapped).")
     bootstrap_samples: int = Field(2000, ge=100, description="Bootstrap resamples for the win-rate interval.")
+
+    @field_validator("extra_sets")
+    @classmethod
+    def _unique_names(cls, v: list[ExtraSet]) -> list[ExtraSet]:
+        names = [x.name for x in v]
+        if dupes := sorted({n for n in names if names.count(n) > 1}):
+            raise ValueError(f"check-set names must be unique; repeated: {', '.join(dupes)}")
+        return v
 
 
 class DistributedConfig(Section):

@@ -133,6 +133,21 @@ def show_cmd(ref: RefArg, registry: RegistryOpt = None, as_json: JsonOpt = False
         from lorapipe.registry.diff import flatten
 
         _table("metrics", ["metric", "value"], [[k, v] for k, v in flatten(rec["metrics"]).items()])
+        _check_set_table(rec["metrics"])
+
+
+def _check_set_table(metrics: dict[str, Any]) -> None:
+    """Exact match and score on the eval split and on each check set (evaluate.extra_sets), a column each."""
+    from lorapipe.registry.diff import check_sets
+
+    sets = check_sets(metrics)
+    if not sets:
+        return
+    ev = metrics.get("evaluate") or {}
+    cols = [("eval split", ev)] + list(sets.items())
+    keys = ("base_exact_match", "tuned_exact_match", "tuned_mean_score")
+    _table("check sets (evaluate.extra_sets)", ["metric", *(f"{n} ({m.get('n', '?')})" for n, m in cols)],
+           [[k, *(f"{m[k]:.3g}" if isinstance(m.get(k), (int, float)) else "-" for _, m in cols)] for k in keys])
 
 
 def _ident(x: dict[str, Any] | None) -> str:
@@ -243,6 +258,9 @@ def diff_cmd(ref_a: RefArg, ref_b: RefArg, registry: RegistryOpt = None, as_json
     if d["metrics"]:
         _table("metrics", ["metric", "old", "new", "delta"],
                [[m["key"], m["old"], m["new"], f"{m['delta']:+.4g}" if "delta" in m else ""] for m in d["metrics"]])
+    for drop in d.get("check_set_drops", []):
+        con.print(f"DROP on check set `{drop['set']}`: {drop['metric']} {drop['old']:.3g} -> {drop['new']:.3g} "
+                  f"({drop['delta']:+.3g})", style="bold red", markup=False)
     for section in ("base_model", "teacher", "judge", "prompts"):
         for c in d.get(section, []):
             con.print(f"{c['key']}: {_short(c['old'])} -> {_short(c['new'])}", markup=False)

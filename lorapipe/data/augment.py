@@ -23,7 +23,7 @@ from typing import Any
 
 from lorapipe.data.formats import assistant_text, make_row, read_rows, row_id, user_text
 from lorapipe.data.journal import Journal, PhaseProgress, batched, complete_keyed, normalize_text, phase
-from lorapipe.data.prompts import TeacherPrompt, clean_input, edge_case_messages, paraphrase_messages
+from lorapipe.data.prompts import TeacherPrompt, clean_input, edge_case_messages, edge_variant, paraphrase_messages
 from lorapipe.data.rubric import RubricScore, apply_score, reason_kind, rows_per_journal_write, score_outputs
 from lorapipe.llm.calls import batch_size_for, identity_of, request, usage_delta, usage_of
 from lorapipe.manifest import Manifest, sha256_file, sha256_json, write_jsonl
@@ -107,8 +107,9 @@ def run(cfg: Any, teacher: Any, judge: Any, in_file: str | Path, out_dir: str | 
     for r in rows:
         groups.setdefault(row_id(normalize_text(user_text(r))), []).append(r)
     para = [(f"para:{gid}:{p}", members, p) for gid, members in groups.items() for p in range(aug.paraphrases)]
-    texts, errors = keyed([(k, request(cfg.teacher, paraphrase_messages(cfg.task, user_text(m[0]), p),
-                                       sample_index=p)) for k, m, p in para], "augment: paraphrase inputs")
+    texts, errors = keyed([(k, request(cfg.teacher, paraphrase_messages(cfg.task, user_text(m[0]), p), sample_index=p,
+                                       purpose={"step": "paraphrase", "index": p, "input": user_text(m[0])}))
+                           for k, m, p in para], "augment: paraphrase inputs")
     for k, members, p in para:
         targets = [(row_id("paraphrase", r["meta"]["id"], str(p)), r["meta"]["source_id"], s,
                     {"parent": r["meta"]["id"]}) for s, r in enumerate(members)]
@@ -120,11 +121,13 @@ def run(cfg: Any, teacher: Any, judge: Any, in_file: str | Path, out_dir: str | 
     edge_items = []
     for key, cat, k in edge:
         shown = [examples[(k * N_EXAMPLES + j) % len(examples)] for j in range(min(N_EXAMPLES, len(examples)))]
-        edge_items.append((key, request(cfg.teacher, edge_case_messages(cfg.task, cat, k, shown), sample_index=k)))
+        purpose = {"step": "edge_case", "category": cat, "variant": edge_variant(cat, k)[0], "index": k}
+        edge_items.append((key, request(cfg.teacher, edge_case_messages(cfg.task, cat, k, shown), sample_index=k,
+                                        purpose=purpose)))
     texts, errors = keyed(edge_items, "augment: edge-case inputs")
     for key, cat, k in edge:
         cid = row_id("edge", cat, str(k))
-        accept_input(key, f"edge:{cat}", [(cid, cid, 0, {})], texts, errors)
+        accept_input(key, f"edge:{cat}", [(cid, cid, 0, {"variant": edge_variant(cat, k)[0]})], texts, errors)
 
     # 3. the teacher's output for every new row (the old output may quote the old wording)
     out_items, owners = [], {}

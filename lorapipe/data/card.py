@@ -66,6 +66,21 @@ def _llm_usage(role: str, manifests: dict[str, Manifest], llm: Any) -> dict[str,
     return {"identity": ident, "usage": total, "stages": per_stage}
 
 
+def _edge_cases(manifest: Manifest | None, augment: dict[str, list[dict[str, Any]]]) -> dict[str, Any] | None:
+    """Per category (augment.edge_cases): the quota, what was accepted and rejected, accepted per variant."""
+    quotas = (manifest.metrics.get("edge_cases") if manifest else None) or {}
+    if not any(q.get("quota") for q in quotas.values()):
+        return None
+    out = {}
+    for cat, q in quotas.items():
+        origin = f"edge:{cat}"
+        kept = [r for r in augment.get("augmented.jsonl", []) if r.get("meta", {}).get("origin") == origin]
+        out[cat] = {"quota": q.get("quota", 0), "accepted": len(kept),
+                    "rejected": sum(r.get("meta", {}).get("origin") == origin for r in augment.get("rejected.jsonl", [])),
+                    "variants": dict(sorted(Counter(r["meta"].get("variant", "?") for r in kept).items()))}
+    return out
+
+
 def build_card(cfg: Any, dirs: dict[str, str | Path], tokenizer: Any = None,
                llms: dict[str, Any] | None = None) -> dict[str, Any]:
     """The card as a dict. ``dirs`` maps stage names to their output directories; ``llms`` may give
@@ -127,6 +142,7 @@ def build_card(cfg: Any, dirs: dict[str, str | Path], tokenizer: Any = None,
                for name, rows in final.items()}
     llms = llms or {}
     return {
+        "edge_cases": _edge_cases(manifests.get("augment"), data.get("augment", {})),
         "task": {"name": cfg.task.name, "description": cfg.task.description},
         "counts": counts,
         "rejected_by_kind": dict(by_kind.most_common()),
@@ -161,6 +177,12 @@ def render_markdown(card: dict[str, Any]) -> str:
     total = sum(card["score_histogram"].values()) or 1
     parts.append(_table(["score", "rows", ""], [[b, n, "█" * round(30 * n / total)]
                                                 for b, n in card["score_histogram"].items()]))
+    if card.get("edge_cases"):
+        parts += ["", "## Edge cases (augment.edge_cases)", ""]
+        parts.append(_table(["category", "quota", "accepted", "rejected", "accepted by variant"],
+                            [[c, e["quota"], e["accepted"], e["rejected"],
+                              ", ".join(f"{v} {n}" for v, n in e["variants"].items()) or "-"]
+                             for c, e in card["edge_cases"].items()]))
     parts += ["", "## Origin mix of the final rows", ""]
     parts.append(_table(["origin", "rows"], [[k, v] for k, v in card["origin_mix"].items()]))
     tl = card["token_lengths"]
@@ -194,6 +216,9 @@ def summary(card: dict[str, Any]) -> str:
     if "split" in c:
         lines.append(f"train {c['split']['train']} / eval {c['split']['eval']} "
                      f"({c['split']['duplicates']} duplicates dropped)")
+    if card.get("edge_cases"):
+        lines.append("edge cases (accepted/quota): " + ", ".join(f"{c} {e['accepted']}/{e['quota']}"
+                                                                for c, e in card["edge_cases"].items()))
     if card["rejected_by_kind"]:
         lines.append("rejections: " + ", ".join(f"{k} {v}" for k, v in card["rejected_by_kind"].items()))
     for role in ("teacher", "judge"):

@@ -104,6 +104,21 @@ def normalize_row(obj: Any, system_prompt: str | None = None) -> tuple[dict[str,
     return row, None
 
 
+def fields_row(obj: dict[str, Any], input_field: str, output_schema: dict[str, Any],
+               system_prompt: str | None = None) -> tuple[dict[str, Any] | None, str | None]:
+    """A labelled input as a canonical row: ``obj[input_field]`` is the input and the schema's
+    top-level properties (those in ``obj``; a required one must be there) are the reference JSON."""
+    props = list(output_schema.get("properties") or {})
+    if not isinstance(obj.get(input_field), str) or not props:
+        return None, (f"expected `messages`, alpaca or prompt/completion, or the input field `{input_field}` "
+                      "with the output schema's properties as the reference")
+    if missing := [k for k in output_schema.get("required", props) if k not in obj]:
+        return None, f"missing the reference field(s) {', '.join(missing)} (task.output_schema)"
+    reference = json.dumps({k: obj[k] for k in props if k in obj}, ensure_ascii=False)
+    meta = {"id": str(obj["id"])} if obj.get("id") is not None else {}
+    return normalize_row({"prompt": obj[input_field], "completion": reference, "meta": meta}, system_prompt)
+
+
 def _json_lines(path: Path, max_line_bytes: int, problems: list[str]) -> Iterator[tuple[int, Any]]:
     """``(line number, parsed JSON)`` for each non-blank line; bad lines go to ``problems`` as ``file:line: why``."""
     for n, line, problem in read_lines(path, max_line_bytes):
@@ -119,8 +134,12 @@ def _json_lines(path: Path, max_line_bytes: int, problems: list[str]) -> Iterato
 
 
 def read_rows(path: str | Path, system_prompt: str | None = None,
-              max_line_bytes: int = DEFAULT_MAX_LINE_BYTES) -> list[dict[str, Any]]:
-    """Read chat/alpaca/prompt-completion JSONL; raise :class:`DataError` listing every bad line."""
+              max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
+              fields: tuple[str, dict[str, Any] | None] | None = None) -> list[dict[str, Any]]:
+    """Read chat/alpaca/prompt-completion JSONL; raise :class:`DataError` listing every bad line.
+
+    ``fields`` = (input field, output schema) also accepts labelled inputs (:func:`fields_row`), as a
+    check set (``evaluate.extra_sets``) may hold them."""
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: data file not found")
@@ -128,6 +147,8 @@ def read_rows(path: str | Path, system_prompt: str | None = None,
     problems: list[str] = []
     for n, obj in _json_lines(path, max_line_bytes, problems):
         row, problem = normalize_row(obj, system_prompt)
+        if problem and fields and fields[1] is not None and isinstance(obj, dict) and fields[0] in obj:
+            row, problem = fields_row(obj, fields[0], fields[1], system_prompt)
         if problem:
             problems.append(f"{path}:{n}: {problem}")
         else:

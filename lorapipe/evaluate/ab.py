@@ -29,6 +29,7 @@ from typing import Any
 from lorapipe.data.formats import assistant_text, user_text
 from lorapipe.errors import DataError, ModelError
 from lorapipe.evaluate import stats
+from lorapipe.evaluate.analysis import analyse, field_table_markdown
 from lorapipe.manifest import Manifest, atomic_dir, atomic_write, atomic_write_json, sha256_json, write_jsonl
 
 Tick = Callable[[int], None]  # progress: called with the number of answers just generated
@@ -157,6 +158,76 @@ def verdict_line(ab: dict[str, Any]) -> str:
             f"{c['n']} inputs; mean score {tuned:.2f} vs {base:.2f} ({tuned - base:+.2f}).")
 
 
+def read_extra_sets(cfg) -> dict[str, list[dict[str, Any]]]:
+    """The rows of every ``evaluate.extra_sets`` file, by set name (read with the task's system prompt)."""
+    from lorapipe.data.formats import read_rows
+
+    return {x.name: read_rows(cfg.resolve(x.file), cfg.task.system_prompt,
+                              fields=(cfg.data.input_field, cfg.task.output_schema))
+            for x in cfg.evaluate.extra_sets}
+
+
+# ------------------------------------------------------------------------------------ answering
+class _Answerer:
+    """Answers rows with every arm (same messages, same decoding) and scores them with the rubric."""
+
+    def __init__(self, cfg, model, tokenizer, arms: list[str], prefix: list[dict[str, str]] | None, judge,
+                 progress: Tick | None):
+        self.cfg, self.model, self.tokenizer, self.arms = cfg, model, tokenizer, arms
+        self.prefix, self.judge, self.progress = prefix, judge, progress
+
+    def _generate(self, arm: str, prompts: list[list[dict[str, str]]]) -> list:
+        from lorapipe.generation import generate
+
+        e = self.cfg.evaluate
+        convs = prompts if arm != "few_shot" else [self.prefix + p[-1:] for p in prompts]
+        return generate(self.model, self.tokenizer, convs, max_new_tokens=e.max_new_tokens, temperature=e.temperature,
+                        batch_size=e.batch_size, seed=SEED, progress=self.progress)
+
+    def __call__(self, rows: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+        from lorapipe.data.rubric import score_outputs
+
+        cfg, arms = self.cfg, self.arms
+        prompts = [prompt_messages(cfg, r) for r in rows]
+        inputs, references = [user_text(r) for r in rows], [assistant_text(r) for r in rows]
+        gens: dict[str, list] = {}
+        for arm in arms:
+            if arm == "tuned":
+                gens[arm] = self._generate(arm, prompts)
+            else:
+                with self.model.disable_adapter():
+                    gens[arm] = self._generate(arm, prompts)
+        # One scoring call for every arm, so a judge endpoint batches them all concurrently.
+        flat = [(inp, g.text) for arm in arms for inp, g in zip(inputs, gens[arm])]
+        scores = score_outputs(cfg, flat, judge=self.judge)
+        n = len(rows)
+        return {arm: [{"output": g.text, "score": float(sc.score), "subscores": dict(sc.subscores),
+                       "reasons": list(sc.reasons), "compliant": bool(sc.compliant), "judge_error": sc.judge_error,
+                       "exact_match": exact_match(g.text, ref, _reference_is_json(cfg, ref)),
+                       "completion_tokens": g.completion_tokens, "seconds": g.seconds}
+                      for g, sc, ref in zip(gens[arm], scores[k * n:(k + 1) * n], references)]
+                for k, arm in enumerate(arms)}
+
+
+def check_set(rows: list[dict[str, Any]], records: dict[str, list[dict[str, Any]]], arms: list[str]) -> dict[str, Any]:
+    """One check set's part of ``ab.json``: metrics and error analysis per arm, and every answer."""
+    inputs, references = [user_text(r) for r in rows], [assistant_text(r) for r in rows]
+    ids = [r.get("meta", {}).get("id", str(i)) for i, r in enumerate(rows)]
+    analysis = {arm: analyse(inputs, references, [x["output"] for x in records[arm]], ids) for arm in arms}
+    return {"n": len(rows), "arms": {arm: {"label": ARM_LABELS[arm], **arm_metrics(records[arm])} for arm in arms},
+            "analysis": analysis if any(analysis.values()) else None,
+            "examples": [{"id": ids[i], "input": inputs[i], "reference": references[i],
+                          **{arm: records[arm][i] for arm in arms}} for i in range(len(rows))]}
+
+
+def check_set_metrics(cs: dict[str, Any]) -> dict[str, Any]:
+    """The numbers of a check set that go into the manifest (and so into the registry)."""
+    out: dict[str, Any] = {"n": cs["n"]}
+    for arm, m in cs["arms"].items():
+        out.update({f"{arm}_exact_match": m["exact_match"], f"{arm}_mean_score": m["mean_score"]})
+    return out
+
+
 # ------------------------------------------------------------------------------------ the stage
 def _adapter_fingerprint(model) -> str:
     from peft import get_peft_model_state_dict
@@ -170,7 +241,8 @@ def _adapter_fingerprint(model) -> str:
 
 def run(cfg, model, tokenizer, eval_rows: list[dict[str, Any]], out_dir: str | Path, judge=None,
         few_shot_messages: list[dict[str, str]] | None = None, progress: Tick | None = None,
-        trainer_log: list[dict[str, Any]] | None = None, probe: dict[str, Any] | None = None) -> Manifest:
+        trainer_log: list[dict[str, Any]] | None = None, probe: dict[str, Any] | None = None,
+        extra_sets: dict[str, list[dict[str, Any]]] | None = None) -> Manifest:
     """Evaluate base vs tuned on ``eval_rows`` (canonical chat rows) and write the results to ``out_dir``.
 
     ``model`` is a ``peft.PeftModel``: the tuned arm runs with its adapter, the base arm under
@@ -179,13 +251,14 @@ def run(cfg, model, tokenizer, eval_rows: list[dict[str, Any]], out_dir: str | P
     ``few_shot_messages`` is given (example turns put before the input) or when ``evaluate.few_shot_arm``
     is set and ``teacher.few_shot`` has examples. ``trainer_log`` (the HF trainer's ``log_history``) and
     ``probe`` (``probe.json``) only feed the plots of ``report.html``. ``progress`` is advanced once per
-    generated answer (rows x arms in all; scoring and loss come after). Returns the stage's Manifest;
-    ``manifest.metrics`` holds the headline numbers.
+    generated answer (rows x arms in all, check sets included; scoring and loss come after).
+    ``extra_sets`` maps a check-set name (``evaluate.extra_sets``) to its labelled rows: every arm answers
+    them too, scored with the same rubric, reported apart from the eval split. With JSON references the
+    report adds exact match per field and the miss taxonomy (:mod:`lorapipe.evaluate.analysis`). Returns
+    the stage's Manifest; ``manifest.metrics`` holds the headline numbers.
     """
-    from lorapipe.data.rubric import score_outputs
     from lorapipe.evaluate.metrics import eval_loss
     from lorapipe.evaluate.report import write_report
-    from lorapipe.generation import generate
 
     if not (hasattr(model, "disable_adapter") and hasattr(model, "peft_config")):
         raise ModelError("evaluate needs the tuned model as a peft.PeftModel (base + adapter), got "
@@ -199,33 +272,11 @@ def run(cfg, model, tokenizer, eval_rows: list[dict[str, Any]], out_dir: str | P
     arms = arms_for(cfg, few_shot_messages)
     if e.few_shot_arm and "few_shot" not in arms:
         notes.append("few-shot arm skipped: evaluate.few_shot_arm is set but teacher.few_shot has no examples")
-    prompts = [prompt_messages(cfg, r) for r in rows]
     inputs = [user_text(r) for r in rows]
     references = [assistant_text(r) for r in rows]
-
-    def gen(arm: str) -> list:
-        convs = prompts if arm != "few_shot" else [prefix + p[-1:] for p in prompts]
-        return generate(model, tokenizer, convs, max_new_tokens=e.max_new_tokens, temperature=e.temperature,
-                        batch_size=e.batch_size, seed=SEED, progress=progress)
-
-    gens: dict[str, list] = {}
-    for arm in arms:
-        if arm == "tuned":
-            gens[arm] = gen(arm)
-        else:
-            with model.disable_adapter():
-                gens[arm] = gen(arm)
-    # One scoring call for every arm, so a judge endpoint batches them all concurrently.
-    flat = [(inp, g.text) for arm in arms for inp, g in zip(inputs, gens[arm])]
-    scores = score_outputs(cfg, flat, judge=judge)
-    records: dict[str, list[dict[str, Any]]] = {}
-    for k, arm in enumerate(arms):
-        records[arm] = [
-            {"output": g.text, "score": float(sc.score), "subscores": dict(sc.subscores), "reasons": list(sc.reasons),
-             "compliant": bool(sc.compliant), "judge_error": sc.judge_error,
-             "exact_match": exact_match(g.text, ref, _reference_is_json(cfg, ref)),
-             "completion_tokens": g.completion_tokens, "seconds": g.seconds}
-            for g, sc, ref in zip(gens[arm], scores[k * len(rows):(k + 1) * len(rows)], references)]
+    answer = _Answerer(cfg, model, tokenizer, arms, prefix, judge, progress)
+    records = answer(rows)
+    extra_records = {name: answer(set_rows) for name, set_rows in (extra_sets or {}).items()}
 
     n_boot = e.bootstrap_samples
     arm_stats = {arm: {"label": ARM_LABELS[arm], **arm_metrics(records[arm])} for arm in arms}
@@ -261,8 +312,12 @@ def run(cfg, model, tokenizer, eval_rows: list[dict[str, Any]], out_dir: str | P
         if pairwise:
             ex["pairwise"] = pairwise["pairs"][i]
         examples.append(ex)
+    ids = [ex["id"] for ex in examples]
+    analysis = {arm: analyse(inputs, references, [r["output"] for r in records[arm]], ids) for arm in arms}
+    checks = {name: check_set(extra_sets[name], recs, arms) for name, recs in extra_records.items()}
     ab = {"task": cfg.task.name, "base_model": cfg.base_model, "adapter_sha256": _adapter_fingerprint(model),
           "n": len(rows), "arms": arm_stats, "comparisons": comparisons, "pairwise_judge": pairwise,
+          "analysis": analysis if any(analysis.values()) else None, "extra_sets": checks,
           "decoding": {"temperature": e.temperature, "max_new_tokens": e.max_new_tokens, "seed": SEED,
                        "batch_size": e.batch_size},
           "judge": judge.identity() if judge is not None else None, "bootstrap_samples": n_boot,
@@ -272,12 +327,15 @@ def run(cfg, model, tokenizer, eval_rows: list[dict[str, Any]], out_dir: str | P
 
     manifest = Manifest(stage="evaluate", config_hash=cfg.section_hash("task", "base_model", "evaluate", "score",
                                                                       "judge"),
-                        inputs={"eval_rows": sha256_json(rows), "adapter": ab["adapter_sha256"]},
+                        inputs={"eval_rows": sha256_json(rows), "adapter": ab["adapter_sha256"],
+                                **{f"extra_set:{k}": sha256_json(v) for k, v in (extra_sets or {}).items()}},
                         config=cfg.resolved(),
                         metrics={"verdict": c["verdict"], "win_rate": c["win_rate"], "win_rate_ci": [c["ci_low"],
                                  c["ci_high"]], "p_value": c["p_value"], "n": c["n"],
                                  **{f"{arm}_{k}": arm_stats[arm][k] for arm in ("base", "tuned") for k in
-                                    ("mean_score", "compliance", "exact_match", "eval_loss", "perplexity")}},
+                                    ("mean_score", "compliance", "exact_match", "eval_loss", "perplexity")},
+                                 **({"extra_sets": {k: check_set_metrics(v) for k, v in checks.items()}} if checks
+                                    else {})},
                         extra={"judge": ab["judge"], "notes": notes})
     with atomic_dir(out_dir) as tmp:
         atomic_write_json(tmp / "ab.json", ab)
@@ -307,6 +365,11 @@ def summary_text(ab: dict[str, Any]) -> str:
     if pw:
         lines.append(f"- pairwise judge: tuned win rate {pw['win_rate']:.0%} (95% CI {pw['ci_low']:.0%}–"
                      f"{pw['ci_high']:.0%}), {pw['consistency']:.0%} of pairs judged consistently")
+    for name, cs in (ab.get("extra_sets") or {}).items():
+        arms = cs["arms"]
+        lines.append(f"- check set `{name}` ({cs['n']} inputs, never trained on): exact match "
+                     + ", ".join(f"{a['label']} {a['exact_match']:.0%}" for a in arms.values())
+                     + f"; mean score {arms['tuned']['mean_score']:.2f}")
     lines += [f"- note: {n}" for n in ab.get("notes", [])]
     return "\n".join(lines)
 
@@ -319,6 +382,11 @@ def summary_markdown(ab: dict[str, Any]) -> str:
         out += ["## Per criterion (mean 0-5)", "", "| criterion | base | tuned | delta |", "|---|---|---|---|"]
         out += [f"| {k} | {v['a']:.2f} | {v['b']:.2f} | {v['delta']:+.2f} |" for k, v in crit.items()]
         out.append("")
+    labels = {arm: a["label"] for arm, a in ab["arms"].items()}
+    for title, analysis in [("eval split", ab.get("analysis"))] + [
+            (f"check set `{k}`", v.get("analysis")) for k, v in (ab.get("extra_sets") or {}).items()]:
+        if analysis:
+            out += [f"## Exact match per field and misses: {title}", ""] + field_table_markdown(analysis, labels) + [""]
     worst = sorted((x for x in ab["examples"] if x["delta"] < 0), key=lambda x: x["delta"])[:5]
     if worst:
         out += ["## Worst regressions", ""]

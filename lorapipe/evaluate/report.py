@@ -9,6 +9,7 @@ opens anywhere, offline. Every piece of model or user text is HTML-escaped.
 
 from __future__ import annotations
 
+import json
 import math
 import time
 from html import escape
@@ -16,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from lorapipe.evaluate import svg
+from lorapipe.evaluate.analysis import MISS_HELP, MISS_KINDS
 from lorapipe.manifest import atomic_write
 
 COLORS = {"base": "#94a3b8", "tuned": "#4f46e5", "few_shot": "#f59e0b"}
@@ -68,6 +70,7 @@ pre.reference{background:#f0fdf4;max-height:90px}
 .examples td{width:32%}.examples td.input{width:26%}.examples td.out{width:10%}
 .muted{color:#64748b;font-size:13px}
 .note{color:#92400e;font-size:13px}
+h3{font-size:15px;margin:18px 0 8px}
 """
 
 
@@ -139,6 +142,63 @@ def _metrics_table(ab: dict[str, Any]) -> str:
         body.append(f"<tr><td>{escape(label)}</td>{cells}</tr>")
     return (f'<section class="card" id="metrics"><h2>By the numbers</h2><table class="metrics"><thead><tr><th>'
             f'</th>{head}</tr></thead><tbody>{"".join(body)}</tbody></table></section>')
+
+
+def _check_sets(ab: dict[str, Any]) -> str:
+    """Exact match and mean score of every arm on the eval split and on each check set, one column each."""
+    sets = ab.get("extra_sets") or {}
+    if not sets:
+        return ""
+    cols = [("eval split", ab["n"], ab["arms"])] + [(name, cs["n"], cs["arms"]) for name, cs in sets.items()]
+    head = "".join(f'<th style="text-align:right">{escape(name)} <span class="muted">({n})</span></th>'
+                   for name, n, _ in cols)
+    body = []
+    for arm, a in ab["arms"].items():
+        for label, key, fmt in (("exact match", "exact_match", None), ("mean score", "mean_score", "{:.2f}")):
+            cells = "".join(f'<td class="num">{_pct(arms[arm][key]) if fmt is None else _num(arms[arm][key], fmt)}</td>'
+                            for _, _, arms in cols)
+            body.append(f"<tr><td>{escape(a['label'])}: {label}</td>{cells}</tr>")
+    return (f'<section class="card" id="check-sets"><h2>Check sets <span class="muted">(evaluate.extra_sets: '
+            f'labelled inputs never trained on, same rubric)</span></h2><table class="metrics"><thead><tr><th></th>'
+            f'{head}</tr></thead><tbody>{"".join(body)}</tbody></table></section>')
+
+
+def _analysis_block(title: str, analysis: dict[str, Any], labels: dict[str, str]) -> str:
+    arms = [a for a, x in analysis.items() if x]
+    head = "".join(f'<th style="text-align:right">{escape(labels[a])}</th>' for a in arms)
+    fields = "".join(f"<tr><td>{escape(p)}</td>" + "".join(
+        f'<td class="num">{_pct(analysis[a]["per_field"][p]["exact"])}</td>' for a in arms) + "</tr>"
+        for p in analysis[arms[0]]["per_field"])
+    kinds = "".join(f"<tr><td><b>{escape(k.replace('_', ' '))}</b> <span class='muted'>{escape(MISS_HELP[k])}</span>"
+                    "</td>" + "".join(f'<td class="num">{analysis[a]["misses"][k]}</td>' for a in arms) + "</tr>"
+                    for k in MISS_KINDS)
+    kinds += ("<tr><td><b>invalid</b> <span class='muted'>answers that are not a JSON object</span></td>"
+              + "".join(f'<td class="num">{analysis[a]["invalid"]}</td>' for a in arms) + "</tr>")
+    worst_arm = "tuned" if "tuned" in arms else arms[-1]
+    rows = "".join(
+        f'<tr><td><span class="badge loss">{escape(k.replace("_", " "))}</span></td><td>{escape(w["field"])}</td>'
+        f'<td><pre class="reference">{escape(json.dumps(w["reference"], ensure_ascii=False))}</pre></td>'
+        f'<td><pre>{escape(json.dumps(w["output_value"], ensure_ascii=False))}</pre></td>'
+        f'<td class="input"><pre>{escape(w["input"])}</pre></td></tr>'
+        for k in MISS_KINDS for w in analysis[worst_arm]["worst"][k])
+    worst = (f'<h3>Worst misses of the {escape(labels[worst_arm])} model</h3><table class="examples"><thead><tr>'
+             f'<th>kind</th><th>field</th><th>reference</th><th>answer</th><th>input</th></tr></thead><tbody>{rows}'
+             f'</tbody></table>' if rows else f'<p class="muted">The {escape(labels[worst_arm])} model missed no field.</p>')
+    return (f'<h3>{escape(title)}</h3><div class="grid2"><table class="metrics"><thead><tr><th>exact match per field'
+            f'</th>{head}</tr></thead><tbody>{fields}</tbody></table><table class="metrics"><thead><tr><th>wrong fields, '
+            f'by kind</th>{head}</tr></thead><tbody>{kinds}</tbody></table></div>{worst}')
+
+
+def _error_analysis(ab: dict[str, Any]) -> str:
+    """Per-field exact match and the miss taxonomy (structured outputs only), eval split and check sets."""
+    labels = {arm: a["label"] for arm, a in ab["arms"].items()}
+    blocks = [("eval split", ab.get("analysis"))] + [(f"check set: {k}", v.get("analysis"))
+                                                     for k, v in (ab.get("extra_sets") or {}).items()]
+    body = "".join(_analysis_block(t, a, labels) for t, a in blocks if a)
+    if not body:
+        return ""
+    return (f'<section class="card" id="error-analysis"><h2>Errors by field <span class="muted">(answers compared '
+            f'to the reference field by field)</span></h2>{body}</section>')
 
 
 def _loss_plot(trainer_log: list[dict[str, Any]] | None, ab: dict[str, Any]) -> str:
@@ -265,6 +325,8 @@ temperature {dec.get('temperature', '–')}, max {dec.get('max_new_tokens', '–
 {notes}
 {_verdict(ab)}
 {_metrics_table(ab)}
+{_check_sets(ab)}
+{_error_analysis(ab)}
 <div class="grid2">{_loss_plot(trainer_log, ab)}{_hist(ab)}</div>
 {_criteria(ab)}
 {_extras(ab, probe)}

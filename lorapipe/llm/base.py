@@ -24,6 +24,11 @@ class ChatRequest:
     top_p: float = 1.0
     stop: tuple[str, ...] = ()
     sample_index: int = 0  # distinguishes N samples of the same prompt (and keys the cache)
+    # What the stage asks for, e.g. {"step": "edge_case", "category": "adversarial", "variant":
+    # "prompt_injection", "index": 3}: a `python` teacher gets it as the `purpose` keyword, so a
+    # function can answer without parsing the prompt; endpoints never see it. It is derived from the
+    # messages, so it is left out of equality and of the cache key.
+    purpose: dict[str, Any] | None = field(default=None, compare=False)
 
     def params(self) -> dict[str, Any]:
         return {"temperature": self.temperature, "max_tokens": self.max_tokens, "top_p": self.top_p,

@@ -3,10 +3,15 @@
 The function is called once per request, in order, on the caller's thread (so it need not be
 thread-safe)::
 
-    def answer(messages: list[dict], *, temperature, top_p, max_tokens, stop, sample_index, seed, **_) -> str | dict
+    def answer(messages: list[dict], *, temperature, top_p, max_tokens, stop, sample_index, seed, purpose,
+               **_) -> str | dict
 
 It returns the answer text, or a dict with ``text`` and optionally ``prompt_tokens`` and
 ``completion_tokens``. Accepting ``**_`` keeps a function working when parameters are added later.
+``purpose`` says what a stage asks for, besides the prompt (the same prompt an LLM teacher gets):
+``{"step": "edge_case", "category": "short"|"ambiguous"|"adversarial", "variant": "prompt_injection"|...,
+"index": k}`` for an edge-case input (see ``lorapipe.data.prompts.EDGE_VARIANTS``),
+``{"step": "paraphrase", "index": k, "input": text}`` for a paraphrase, ``None`` otherwise.
 With ``cache: true`` (the default) answers are cached like an endpoint's, keyed also by the sha256
 of the function's source file: editing the module asks again, and a rebuild (``lorapipe rebuild``)
 replays the recorded answers without needing the files the function reads.
@@ -77,6 +82,7 @@ class PythonLLM:
     def _params(self, request: ChatRequest) -> dict[str, Any]:
         params = request.params()
         params["seed"] = self.cfg.seed + request.sample_index
+        params["purpose"] = request.purpose
         # A function declaring only some keywords gets only those (no TypeError on extras).
         return params if self._takes_any else {k: v for k, v in params.items() if k in self._accepts}
 

@@ -205,11 +205,13 @@ class Pipeline:
                                   allow_unverified=self.options.get("allow_unverified", False))
         log_file, probe_file = files.get("trainer_log"), files.get("probe")
         try:
-            arms = len(ab.arms_for(cfg))
-            tick = self.progress("evaluate")("A/B: base vs tuned answers", len(rows) * arms)
+            extra = ab.read_extra_sets(cfg)
+            answers = (len(rows) + sum(map(len, extra.values()))) * len(ab.arms_for(cfg))
+            tick = self.progress("evaluate")("A/B: base vs tuned answers", answers)
             m = ab.run(cfg, peft_model, tok, rows, out, judge=self.judge(), progress=tick,
                        trainer_log=ab.trainer_log_of(adapter, log_file),
-                       probe=json.loads(probe_file.read_text()) if probe_file and probe_file.is_file() else None)
+                       probe=json.loads(probe_file.read_text()) if probe_file and probe_file.is_file() else None,
+                       extra_sets=extra)
         finally:
             peft_model.unload()  # give the shared base model back without the adapter layers
         self.message("evaluate", ab.summary_text(json.loads((out / "ab.json").read_text())))

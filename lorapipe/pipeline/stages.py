@@ -144,7 +144,8 @@ def build(p: Host) -> list[Stage]:
 
     def evaluate_files() -> Files:
         return {"adapter": d / "train" / "adapter", "eval": p.train_files()[1],
-                "trainer_log": d / "train" / "trainer_log.json", "probe": d / "probe" / "probe.json"}
+                "trainer_log": d / "train" / "trainer_log.json", "probe": d / "probe" / "probe.json",
+                **{f"extra_set:{x.name}": cfg.resolve(x.file) for x in cfg.evaluate.extra_sets}}
 
     def evaluate(out: Path, files: Files) -> Manifest:
         return p.evaluate(out, files)

@@ -60,7 +60,8 @@ SCHEMA = 1
 MARKER = "registry.json"
 VERSION_FILE = PULLED_RECORD  # written by pull next to the materialised files
 _MAX_CLAIMS = 1000
-_HEADLINE = ("eval_loss", "train_loss", "loss", "perplexity", "eval_perplexity", "win_rate", "mean_score")
+_HEADLINE = ("eval_loss", "train_loss", "loss", "perplexity", "eval_perplexity", "win_rate", "mean_score",
+             "tuned_exact_match")
 
 
 _SUBSTANCE_ROLES = ("adapter/", "data/", "inputs/", "code/", "config/config.json", "config/pipeline.yaml")

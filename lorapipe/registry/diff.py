@@ -15,6 +15,26 @@ def flatten(obj: Any, prefix: str = "") -> dict[str, Any]:
     return {prefix: obj} if prefix else {}
 
 
+CHECK_SET_SCORES = ("tuned_exact_match", "tuned_mean_score")  # a drop in either is flagged
+
+
+def check_sets(metrics: dict[str, Any] | None) -> dict[str, dict[str, Any]]:
+    """The check sets (``evaluate.extra_sets``) of a version's metrics: name -> {n, base_exact_match, ...}."""
+    return ((metrics or {}).get("evaluate") or {}).get("extra_sets") or {}
+
+
+def check_set_drops(a: dict[str, Any], b: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every check-set score of ``b`` below ``a``'s on the same set (``b`` being the later version)."""
+    old, new = check_sets(a.get("metrics")), check_sets(b.get("metrics"))
+    drops = []
+    for name in sorted(set(old) & set(new)):
+        for metric in CHECK_SET_SCORES:
+            x, y = old[name].get(metric), new[name].get(metric)
+            if isinstance(x, (int, float)) and isinstance(y, (int, float)) and y < x:
+                drops.append({"set": name, "metric": metric, "old": x, "new": y, "delta": y - x})
+    return drops
+
+
 def _changes(old: dict[str, Any], new: dict[str, Any]) -> list[dict[str, Any]]:
     out = []
     for key in sorted(set(old) | set(new)):
@@ -45,6 +65,7 @@ def diff_records(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
         "config": _changes(flatten(a.get("config") or {}), flatten(b.get("config") or {})),
         "data": data,
         "metrics": metrics,
+        "check_set_drops": check_set_drops(a, b),
         "files": {"added": sorted(set(fb) - set(fa)), "removed": sorted(set(fa) - set(fb)),
                   "changed": sorted(f for f in set(fa) & set(fb) if fa[f] != fb[f])},
     }

@@ -61,8 +61,10 @@ def make_adapter_dir(out: str | Path, *, seed: int = 0, r: int = 8, weights_byte
 
 def make_run_dir(base_dir: str | Path, task: str = "contacts", *, seed: int = 0, r: int = 8,
                  train_rows: int = 9, eval_rows: int = 2, eval_loss: float = 1.0, win_rate: float = 0.7,
-                 adapter_from: str | Path | None = None, weights_bytes: int = 2048) -> Path:
-    """Write ``base_dir/runs/<task>/`` with every stage folder, plus ``base_dir/inputs.txt``."""
+                 adapter_from: str | Path | None = None, weights_bytes: int = 2048,
+                 check_sets: dict[str, float] | None = None) -> Path:
+    """Write ``base_dir/runs/<task>/`` with every stage folder, plus ``base_dir/inputs.txt``;
+    ``check_sets`` (name -> tuned exact match) adds evaluate.extra_sets results to the metrics."""
     base_dir = Path(base_dir)
     run = base_dir / "runs" / task
     raw = base_dir / "inputs.txt"
@@ -108,7 +110,10 @@ def make_run_dir(base_dir: str | Path, task: str = "contacts", *, seed: int = 0,
     ev.mkdir(parents=True, exist_ok=True)
     (ev / "report.html").write_text(f"<html><body>win rate {win_rate}</body></html>")
     (ev / "ab.json").write_text(json.dumps({"win_rate": win_rate}))
-    _manifest(ev, "evaluate", {"max_new_tokens": 96}, metrics={"win_rate": win_rate, "eval_loss": eval_loss})
+    sets = {k: {"n": 60, "base_exact_match": 0.05, "tuned_exact_match": v, "base_mean_score": 1.0,
+                "tuned_mean_score": 4.5} for k, v in (check_sets or {}).items()}
+    _manifest(ev, "evaluate", {"max_new_tokens": 96}, metrics={"win_rate": win_rate, "eval_loss": eval_loss,
+                                                             **({"extra_sets": sets} if sets else {})})
     (run / "cache").mkdir(exist_ok=True)
     (run / "cache" / "answers.json").write_text("{}")  # not an answer cache: never stored
     from lorapipe.llm.base import Completion

@@ -97,6 +97,11 @@ def setup(tmp_path_factory, one_thread):
             if "lora_B" in name:
                 p.normal_(0.0, 0.5)
     peft_model.save_pretrained(tmp / "adapter")
+    from lorapipe.manifest import Manifest
+
+    # as `lorapipe train` writes it: every file hashed, so the adapter check at load passes
+    Manifest(stage="train", config_hash="test", extra={"base_model": models.resolve(str(model_dir)).identity()}
+             ).save(tmp / "adapter")
     return tmp, model_dir, peft_model, tok
 
 
@@ -206,6 +211,39 @@ def test_ab_needs_a_peft_model(setup):
     cfg = make_cfg(tmp, model_dir)
     with pytest.raises(ModelError, match="needs the tuned model as a peft.PeftModel .* got LlamaForCausalLM"):
         ab.run(cfg, fresh, tok, eval_rows(cfg), tmp / "nope")
+
+
+def test_check_sets_are_answered_by_every_arm_and_analysed_per_field(setup, tmp_path):
+    from lorapipe.evaluate import ab
+
+    tmp, model_dir, peft_model, tok = setup
+    schema = {"type": "object", "required": ["name"], "properties": {"name": {"type": ["string", "null"]}}}
+    labelled = tmp_path / "unseen.jsonl"
+    labelled.write_text("".join(json.dumps({"id": f"u{k}", "text": f"Thanks! {n}", "name": n}) + "\n"
+                                for k, n in enumerate(NAMES[:3])))
+    cfg = make_cfg(tmp, model_dir, task={"output_schema": schema},
+                   evaluate={"extra_sets": [{"name": "unseen", "file": str(labelled)}]})
+    extra = ab.read_extra_sets(cfg)
+    assert [json.loads(r["messages"][-1]["content"]) for r in extra["unseen"]] == [{"name": n} for n in NAMES[:3]]
+    ticks = []
+    m = ab.run(cfg, peft_model, tok, eval_rows(cfg)[:2], tmp_path / "evaluate", progress=ticks.append,
+               extra_sets=extra)
+    result = json.loads((tmp_path / "evaluate" / "ab.json").read_text())
+    assert sum(ticks) == 2 * (2 + 3)  # two arms answer the eval rows and the check set
+    cs = result["extra_sets"]["unseen"]
+    assert cs["n"] == 3 and set(cs["arms"]) == {"base", "tuned"} and [e["id"] for e in cs["examples"]] == ["u0", "u1", "u2"]
+    assert cs["arms"]["tuned"]["exact_match"] == 0.0  # a random model
+    assert cs["analysis"]["tuned"]["per_field"]["name"]["exact"] == 0.0
+    assert "name" in result["analysis"]["base"]["per_field"]  # the eval split is analysed too
+    assert m.metrics["extra_sets"] == {"unseen": {"n": 3, "base_exact_match": 0.0, "tuned_exact_match": 0.0,
+                                                  "base_mean_score": cs["arms"]["base"]["mean_score"],
+                                                  "tuned_mean_score": cs["arms"]["tuned"]["mean_score"]}}
+    assert set(m.inputs) == {"eval_rows", "adapter", "extra_set:unseen"}
+    html = (tmp_path / "evaluate" / "report.html").read_text()
+    assert 'id="check-sets"' in html and 'id="error-analysis"' in html and "check set: unseen" in html
+    summary = (tmp_path / "evaluate" / "summary.md").read_text()
+    assert "check set `unseen` (3 inputs, never trained on): exact match base + prompt 0%, tuned 0%" in summary
+    assert "## Exact match per field and misses: check set `unseen`" in summary
 
 
 def test_probe_end_to_end_with_a_schema(setup):

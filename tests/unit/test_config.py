@@ -50,6 +50,10 @@ def test_defaults_are_the_guides(tmp_path):
     ("teacher:\n  kind: python\n  function: nocolon\n", "teacher: kind `python` needs `function: module:function`"),
     ("evaluat:\n  max_inputs: 3\n", "evaluat: unknown field; did you mean `evaluate`?"),
     ("task2: {}\n", "task2: unknown field; did you mean `task`?"),
+    ("evaluate:\n  extra_sets: [{name: a, file: a.jsonl}, {name: a, file: b.jsonl}]\n",
+     "evaluate.extra_sets: check-set names must be unique; repeated: a"),
+    ("evaluate:\n  extra_sets: [{name: a, fil: a.jsonl}]\n", "evaluate.extra_sets.0.fil: unknown field"),
+    ("evaluate:\n  extra_sets: [{name: 'a b', file: a.jsonl}]\n", "evaluate.extra_sets.0.name: String should match"),
 ])
 def test_bad_field_messages(tmp_path, extra, expected):
     with pytest.raises(ConfigError) as e:
@@ -112,3 +116,9 @@ def test_all_linear_and_variants_accepted(tmp_path):
     cfg = load_config(write(tmp_path, VALID + "lora:\n  target_modules: all-linear\n  use_rslora: true\n"
                                              "  use_dora: true\n"))
     assert cfg.lora.target_modules == "all-linear" and cfg.lora.use_rslora and cfg.lora.use_dora
+
+
+def test_extra_sets_resolve_next_to_the_config(tmp_path):
+    cfg = load_config(write(tmp_path, VALID + "evaluate:\n  extra_sets:\n    - {name: unseen, file: unseen.jsonl}\n"))
+    assert [(x.name, cfg.resolve(x.file)) for x in cfg.evaluate.extra_sets] == [("unseen", tmp_path / "unseen.jsonl")]
+    assert load_config(write(tmp_path, VALID)).evaluate.extra_sets == []

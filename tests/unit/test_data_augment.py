@@ -127,3 +127,41 @@ def test_resume_after_crash_repeats_nothing(tmp_path):
     assert len(teacher.requests) == len(fresh.requests) - 15
     assert read_jsonl(tmp_path / "aug" / "augmented.jsonl") == read_jsonl(tmp_path / "fresh" / "augmented.jsonl")
     assert m.metrics["added"] == 2 * 12 + 3
+
+
+PY_TEACHER = '''
+import json, re
+
+def answer(messages, purpose=None, **_):
+    if purpose and purpose["step"] == "edge_case":  # the stage says which case it wants
+        return f"{purpose['category']}/{purpose['variant']} #{purpose['index']}: mail v{purpose['index']}@x.org"
+    text = messages[-1]["content"].split("<<<\\n")[-1].split("\\n>>>")[0]
+    return json.dumps({"name": None, "email": re.search(r"[\\w.]+@[\\w.]+\\.\\w+", text).group(0)})
+'''
+
+
+def test_a_python_teacher_writes_edge_cases_from_the_purpose_and_the_card_shows_quotas(tmp_path):
+    from lorapipe.config import LLMConfig
+    from lorapipe.data import card
+    from lorapipe.llm import PythonLLM
+
+    (tmp_path / "edge_teacher.py").write_text(PY_TEACHER)
+    teacher = PythonLLM(LLMConfig(kind="python", function="edge_teacher:answer", cache=False), search_path=tmp_path)
+    cfg = make_cfg(tmp_path, augment={"paraphrases": 0, "edge_cases": {"short": 3, "adversarial": 5}},
+                   score={"rules": {"grounding": True}})
+    write_scored(cfg, tmp_path / "scored.jsonl")
+    m = augment.run(cfg, teacher, None, tmp_path / "scored.jsonl", tmp_path / "aug")
+    added = read_jsonl(tmp_path / "aug" / "augmented.jsonl")[len(INPUTS):]
+    assert [(r["messages"][1]["content"].split(":")[0], r["meta"]["variant"]) for r in added] == [
+        ("adversarial/prompt_injection #0", "prompt_injection"), ("adversarial/several_candidates #1", "several_candidates"),
+        ("adversarial/nothing_to_find #2", "nothing_to_find"), ("adversarial/noise #3", "noise"),
+        ("adversarial/prompt_injection #4", "prompt_injection"), ("short/terse #0", "terse"),
+        ("short/minimal #1", "minimal"), ("short/fragment #2", "fragment")]
+    assert m.metrics["edge_cases"] == {"adversarial": {"quota": 5, "accepted": 5}, "short": {"quota": 3, "accepted": 3}}
+    c = card.build_card(cfg, {"augment": tmp_path / "aug"})
+    assert c["edge_cases"]["adversarial"] == {"quota": 5, "accepted": 5, "rejected": 0, "variants": {
+        "noise": 1, "nothing_to_find": 1, "prompt_injection": 2, "several_candidates": 1}}
+    md = card.render_markdown(c)
+    assert "## Edge cases (augment.edge_cases)" in md
+    assert "| short | 3 | 3 | 0 | fragment 1, minimal 1, terse 1 |" in md
+    assert "edge cases (accepted/quota): adversarial 5/5, short 3/3" in card.summary(c)

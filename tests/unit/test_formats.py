@@ -56,6 +56,34 @@ def test_all_bad_lines_at_once(tmp_path):
     assert "2 bad line(s)" in str(e.value)
 
 
+SCHEMA = {"type": "object", "required": ["name", "email"],
+          "properties": {"name": {"type": ["string", "null"]}, "email": {"type": ["string", "null"]}}}
+
+
+@pytest.mark.parametrize("obj, reference, problem", [
+    ({"id": 7, "text": "Ann, a@b.co", "name": "Ann", "email": "a@b.co", "extra": 1}, {"name": "Ann", "email": "a@b.co"},
+     None),
+    ({"text": "hi", "name": None, "email": None}, {"name": None, "email": None}, None),
+    ({"text": "hi", "name": "Ann"}, None, "d.jsonl:1: missing the reference field(s) email (task.output_schema)"),
+    ({"body": "hi", "name": "Ann", "email": None}, None, "d.jsonl:1: unknown row format (keys: body, email, name)"),
+    ({"prompt": "p", "completion": "{}"}, {}, None),  # the row formats still work
+])
+def test_labelled_inputs_as_a_check_set(tmp_path, obj, reference, problem):
+    f = tmp_path / "d.jsonl"
+    f.write_text(json.dumps(obj) + "\n")
+    if problem:
+        with pytest.raises(DataError) as e:
+            read_rows(f, "SYS", fields=("text", SCHEMA))
+        assert problem in str(e.value)
+        return
+    (row,) = read_rows(f, "SYS", fields=("text", SCHEMA))
+    assert json.loads(row["messages"][-1]["content"]) == reference and row["messages"][0]["content"] == "SYS"
+    assert row["meta"]["id"] == str(obj.get("id", row["meta"]["id"]))
+    if "text" in obj:
+        with pytest.raises(DataError):  # without `fields`, only the row formats are read
+            read_rows(f)
+
+
 @pytest.mark.parametrize("name, content, field, expected", [
     ("in.jsonl", '{"text": "a"}\n{"msg": "b"}\n', "text", "in.jsonl:2: expected an object with a string field `text`"),
     ("in.csv", "msg\nhello\n", "text", "in.csv:1: no column `text` (columns: msg); set data.input_field"),

@@ -122,3 +122,14 @@ def test_answers_are_cached_and_a_changed_module_asks_again(tmp_path):
     edited = make_llm(cfg, cache_dir=tmp_path / "cache", search_path=tmp_path)
     assert [c.text for c in edited.complete(reqs)] == ["v2:a", "v2:b", "v2:a"]
     assert edited.usage.calls == 3 and edited.usage.cached == 0
+
+
+def test_the_purpose_reaches_the_function_but_not_the_cache_key(tmp_path):
+    from lorapipe.llm.cache import request_key
+
+    (tmp_path / "purpose_fn.py").write_text("def answer(messages, purpose=None, **_):\n    return repr(purpose)\n")
+    llm = PythonLLM(LLMConfig(kind="python", function="purpose_fn:answer", cache=False), search_path=tmp_path)
+    asked = ChatRequest([{"role": "user", "content": "q"}], purpose={"step": "edge_case", "index": 2})
+    plain = ChatRequest([{"role": "user", "content": "q"}])
+    assert [c.text for c in llm.complete([asked, plain])] == ["{'step': 'edge_case', 'index': 2}", "None"]
+    assert asked == plain and request_key({"k": 1}, asked) == request_key({"k": 1}, plain)  # derived from the prompt

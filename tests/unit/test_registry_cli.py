@@ -69,6 +69,22 @@ def test_human_output(cli, tmp_path: Path) -> None:
     assert "lora.r" in d and "files: 0 added, 0 removed" in d
 
 
+def test_check_sets_are_columns_in_show_and_a_drop_is_flagged_in_diff(cli, tmp_path: Path) -> None:
+    cli("push", "contacts", str(make_run_dir(tmp_path / "a", check_sets={"unseen": 0.9, "forms": 0.5})))
+    cli("push", "contacts", str(make_run_dir(tmp_path / "b", r=16, check_sets={"unseen": 0.8, "forms": 0.6})))
+    shown = cli("show", "contacts@v1").stdout
+    assert "check sets (evaluate.extra_sets)" in shown and "unseen (60)" in shown and "eval split" in shown
+    assert "tuned_exact_match" in shown and "0.9" in shown
+    d = json.loads(cli("diff", "contacts@v1", "contacts@v2", "--json").stdout)
+    assert d["check_set_drops"] == [{"set": "unseen", "metric": "tuned_exact_match", "old": 0.9, "new": 0.8,
+                                     "delta": pytest.approx(-0.1)}]
+    human = cli("diff", "contacts@v1", "contacts@v2").stdout
+    assert "DROP on check set `unseen`: tuned_exact_match 0.9 -> 0.8 (-0.1)" in human and "`forms`" not in human
+    assert json.loads(cli("diff", "contacts@v2", "contacts@v1", "--json").stdout)["check_set_drops"][0]["set"] == "forms"
+    listed = json.loads(cli("ls", "contacts", "--json").stdout)
+    assert listed[1]["metrics"]["evaluate.extra_sets.unseen.tuned_exact_match"] == 0.8
+
+
 def test_pull(cli, tmp_path: Path) -> None:
     cli("push", "contacts", str(make_run_dir(tmp_path / "a")))
     out = json.loads(cli("pull", "contacts", str(tmp_path / "p"), "--only", "adapter", "--json").stdout)
