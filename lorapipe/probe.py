@@ -19,8 +19,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from lorapipe.config import PipelineConfig
 from lorapipe.errors import DataError
 from lorapipe.evaluate import stats
+from lorapipe.llm.base import LLM
 from lorapipe.manifest import Manifest, atomic_dir, atomic_write, atomic_write_json, sha256_json, write_jsonl
 
 Tick = Callable[[int], None]  # progress: called with the number of answers just generated
@@ -87,7 +89,8 @@ def analyse(records: list[dict[str, Any]], min_compliance: float, min_score: flo
     }
 
 
-def run(cfg, model, tokenizer, inputs: list[dict[str, str]], out_dir: str | Path, judge=None,
+def run(cfg: PipelineConfig, model: Any, tokenizer: Any, inputs: list[dict[str, str]], out_dir: str | Path,
+        judge: LLM | None = None,
         progress: Tick | None = None) -> Manifest:
     """Probe the base ``model`` on ``inputs`` (``[{"id", "text"}]``) and write the report to ``out_dir``.
 

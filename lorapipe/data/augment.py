@@ -21,10 +21,12 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from lorapipe.config import PipelineConfig
 from lorapipe.data.formats import assistant_text, make_row, read_rows, row_id, user_text
 from lorapipe.data.journal import Journal, PhaseProgress, batched, complete_keyed, normalize_text, phase
 from lorapipe.data.prompts import TeacherPrompt, clean_input, edge_case_messages, edge_variant, paraphrase_messages
 from lorapipe.data.rubric import RubricScore, apply_score, reason_kind, rows_per_journal_write, score_outputs
+from lorapipe.llm.base import LLM
 from lorapipe.llm.calls import batch_size_for, identity_of, request, usage_delta, usage_of
 from lorapipe.manifest import Manifest, sha256_file, sha256_json, write_jsonl
 
@@ -37,7 +39,7 @@ def _rejected(cid: str, source_id: str, origin: str, reasons: list[str], input_t
             **({"input": input_text} if input_text is not None else {})}
 
 
-def run(cfg: Any, teacher: Any, judge: Any, in_file: str | Path, out_dir: str | Path,
+def run(cfg: PipelineConfig, teacher: LLM, judge: LLM | None, in_file: str | Path, out_dir: str | Path,
         progress: PhaseProgress | None = None) -> Manifest:
     """Augment the kept rows of ``in_file`` (``scored.jsonl``) into ``out_dir/augmented.jsonl``.
 

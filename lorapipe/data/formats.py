@@ -18,7 +18,7 @@ import hashlib
 import json
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 from lorapipe.errors import DataError
 from lorapipe.textfiles import DEFAULT_MAX_LINE_BYTES, read_lines
@@ -26,13 +26,26 @@ from lorapipe.textfiles import DEFAULT_MAX_LINE_BYTES, read_lines
 ROLES = ("system", "user", "assistant")
 
 
+class Message(TypedDict):
+    role: str  # system | user | assistant
+    content: str
+
+
+class Row(TypedDict):
+    """The canonical data row: OpenAI chat messages plus provenance (``meta``: id, source_id, origin,
+    and after scoring score, subscores, rationale, reasons). Every stage reads and writes these."""
+
+    messages: list[Message]
+    meta: dict[str, Any]
+
+
 def row_id(*parts: str) -> str:
     """A stable id from content, so the same input always gets the same id."""
     return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()[:16]
 
 
-def make_row(system: str | None, user: str, assistant: str, **meta: Any) -> dict[str, Any]:
-    messages = []
+def make_row(system: str | None, user: str, assistant: str, **meta: Any) -> Row:
+    messages: list[Message] = []
     if system:
         messages.append({"role": "system", "content": system})
     messages += [{"role": "user", "content": user}, {"role": "assistant", "content": assistant}]
@@ -42,11 +55,11 @@ def make_row(system: str | None, user: str, assistant: str, **meta: Any) -> dict
     return {"messages": messages, "meta": meta}
 
 
-def user_text(row: dict[str, Any]) -> str:
+def user_text(row: Row | dict[str, Any]) -> str:
     return next(m["content"] for m in row["messages"] if m["role"] == "user")
 
 
-def assistant_text(row: dict[str, Any]) -> str:
+def assistant_text(row: Row | dict[str, Any]) -> str:
     return next(m["content"] for m in reversed(row["messages"]) if m["role"] == "assistant")
 
 
@@ -135,7 +148,7 @@ def _json_lines(path: Path, max_line_bytes: int, problems: list[str]) -> Iterato
 
 def read_rows(path: str | Path, system_prompt: str | None = None,
               max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
-              fields: tuple[str, dict[str, Any] | None] | None = None) -> list[dict[str, Any]]:
+              fields: tuple[str, dict[str, Any] | None] | None = None) -> list[Row]:
     """Read chat/alpaca/prompt-completion JSONL; raise :class:`DataError` listing every bad line.
 
     ``fields`` = (input field, output schema) also accepts labelled inputs (:func:`fields_row`), as a

@@ -22,10 +22,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from lorapipe.config import PipelineConfig
 from lorapipe.data.formats import make_row, read_inputs, row_id
 from lorapipe.data.journal import Journal, PhaseProgress, complete_keyed, normalize_text, phase
 from lorapipe.data.prompts import TeacherPrompt, clean_input, input_writer_messages
 from lorapipe.errors import DataError
+from lorapipe.llm.base import LLM
 from lorapipe.llm.calls import batch_size_for, identity_of, request, usage_delta, usage_of
 from lorapipe.manifest import Manifest, sha256_file, sha256_json, write_jsonl
 
@@ -96,7 +98,7 @@ def _write_inputs(cfg: Any, teacher: Any, journal: Journal, known: list[dict[str
     return written, stats
 
 
-def run(cfg: Any, teacher: Any, out_dir: str | Path, inputs: list[dict[str, str]] | list[str] | None = None,
+def run(cfg: PipelineConfig, teacher: LLM, out_dir: str | Path, inputs: list[dict[str, str]] | list[str] | None = None,
         progress: PhaseProgress | None = None) -> Manifest:
     """Ask ``teacher`` for every (input, sample) and write ``generated.jsonl`` into ``out_dir``.
 

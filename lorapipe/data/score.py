@@ -9,6 +9,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from lorapipe.config import PipelineConfig
 from lorapipe.data.formats import assistant_text, read_rows, row_id, user_text
 from lorapipe.data.journal import Journal, PhaseProgress, batched, phase
 from lorapipe.data.rubric import (
@@ -19,6 +20,7 @@ from lorapipe.data.rubric import (
     rows_per_journal_write,
     score_outputs,
 )
+from lorapipe.llm.base import LLM
 from lorapipe.llm.calls import identity_of, usage_delta, usage_of
 from lorapipe.manifest import Manifest, sha256_file, sha256_json, write_jsonl
 
@@ -28,7 +30,7 @@ def _key(row: dict[str, Any]) -> str:
     return row_id(str(row["meta"]["id"]), user_text(row), assistant_text(row))
 
 
-def run(cfg: Any, judge: Any, in_file: str | Path, out_dir: str | Path,
+def run(cfg: PipelineConfig, judge: LLM | None, in_file: str | Path, out_dir: str | Path,
         progress: PhaseProgress | None = None) -> Manifest:
     """Score every row of ``in_file`` (``generated.jsonl``) into ``out_dir``: ``scored.jsonl`` (kept)
     and ``rejected.jsonl``. ``judge`` may be None (rule checks only). Resumable (a

@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from lorapipe.config import PipelineConfig
 from lorapipe.data.formats import assistant_text, read_rows, user_text
 from lorapipe.data.journal import normalize_text
 from lorapipe.manifest import Manifest, sha256_file, sha256_json, write_jsonl
@@ -169,7 +170,7 @@ def group_split(rows: list[dict[str, Any]], eval_fraction: float, seed: int) -> 
     return ([r for i, r in enumerate(rows) if i not in in_eval], [r for i, r in enumerate(rows) if i in in_eval])
 
 
-def run(cfg: Any, in_file: str | Path, out_dir: str | Path) -> Manifest:
+def run(cfg: PipelineConfig, in_file: str | Path, out_dir: str | Path) -> Manifest:
     """Deduplicate ``in_file`` (canonical, alpaca or prompt/completion rows) and split it into
     ``out_dir/train.jsonl`` and ``out_dir/eval.jsonl`` (deterministic: the same inputs give the same split)."""
     in_file, out_dir = Path(in_file), Path(out_dir)

@@ -26,10 +26,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from lorapipe.data.formats import assistant_text, user_text
+from lorapipe.config import PipelineConfig
+from lorapipe.data.formats import Row, assistant_text, user_text
 from lorapipe.errors import DataError, ModelError
 from lorapipe.evaluate import stats
 from lorapipe.evaluate.analysis import analyse, field_table_markdown
+from lorapipe.llm.base import LLM
 from lorapipe.manifest import Manifest, atomic_dir, atomic_write, atomic_write_json, sha256_json, write_jsonl
 
 Tick = Callable[[int], None]  # progress: called with the number of answers just generated
@@ -239,7 +241,8 @@ def _adapter_fingerprint(model) -> str:
     return h.hexdigest()
 
 
-def run(cfg, model, tokenizer, eval_rows: list[dict[str, Any]], out_dir: str | Path, judge=None,
+def run(cfg: PipelineConfig, model: Any, tokenizer: Any, eval_rows: list[Row], out_dir: str | Path,
+        judge: LLM | None = None,
         few_shot_messages: list[dict[str, str]] | None = None, progress: Tick | None = None,
         trainer_log: list[dict[str, Any]] | None = None, probe: dict[str, Any] | None = None,
         extra_sets: dict[str, list[dict[str, Any]]] | None = None) -> Manifest:
