@@ -283,6 +283,12 @@ class ServeConfig(Section):
     max_loaded_adapters: int = Field(8, ge=1, description="Adapters kept in memory (LRU).")
     batch_window_ms: float = Field(5.0, ge=0, description="How long the scheduler collects a batch.")
     max_batch_size: int = Field(16, ge=1, description="Most requests in one forward pass.")
+    queue_timeout_s: float | None = Field(
+        30.0, gt=0, description="A request that cannot start (the batch is full) within this many seconds "
+        "gets a 503 with Retry-After instead of waiting on; null: wait as long as it takes.")
+    max_request_bytes: int | None = Field(
+        4 * 1024 * 1024, ge=1024, description="Larger request bodies get a 413 before they are read; "
+        "null: no limit.")
 
 
 # ----------------------------------------------------------------------------------------- top level

@@ -95,5 +95,5 @@ def serve(ctx: typer.Context,
     server.run(base=spec, adapters=adapters, registry=registry, host=host or sc.host, port=port or sc.port, keys=keys,
                max_adapters=max_adapters or sc.max_loaded_adapters, batch_window_ms=sc.batch_window_ms,
                max_batch_size=sc.max_batch_size, allow_unverified=allow_unverified, allow_pickle=allow_pickle,
-               watch_interval_s=watch or None, lora_kernel=lora_kernel,
-               warn=lambda msg: console.print(f"[yellow]{msg}[/]", markup=True, highlight=False))
+               watch_interval_s=watch or None, lora_kernel=lora_kernel, queue_timeout_s=sc.queue_timeout_s,
+               max_request_bytes=sc.max_request_bytes, warn=lambda msg: console.print(f"[yellow]{msg}[/]", markup=True, highlight=False))

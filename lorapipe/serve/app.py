@@ -9,7 +9,10 @@ malformed body / failed validation       400     invalid_request_error
 missing or wrong API key                 401     invalid_api_key
 another tenant's adapter, admin API      403     model_not_allowed / admin_only
 unknown model or route                   404     model_not_found / not_found
+body over ``max_request_bytes``           413     request_too_large
+prompt longer than the context           400     context_length_exceeded
 adapter refused (hash mismatch, format)  500     adapter_rejected
+queue full past ``queue_timeout_s``       503     queue_timeout (with Retry-After)
 server shutting down                     503     shutting_down
 anything else                            500     internal_error
 =======================================  ======  =======================
@@ -49,17 +52,22 @@ class ServeSettings:
     watch_interval_s: float | None = 1.0  # poll the adapter source; None: no watch
     default_max_tokens: int = 256  # when a chat request gives no max_tokens
     shutdown_timeout_s: float = 30.0  # how long shutdown waits for running generations
+    max_request_bytes: int | None = 4 * 1024 * 1024  # larger bodies get a 413 before they are read; None: no limit
 
 
 def _error(e: OpenAIError) -> JSONResponse:
-    return JSONResponse(e.body(), status_code=e.status)
+    return JSONResponse(e.body(), status_code=e.status, headers=e.headers or None)
 
 
 def _translate(exc: Exception) -> OpenAIError:
     if isinstance(exc, OpenAIError):
         return exc
     if isinstance(exc, AdapterNotFound):
-        return OpenAIError(404, str(exc), param="model", code="model_not_found")
+        # the source's message may name a folder or a registry URL: the log gets it, tenants do not
+        log.info("%s", exc)
+        public = str(exc).split(": ", 1)[0].split("; ", 1)[0]
+        return OpenAIError(404, f"{public}; GET /v1/models lists the models you can use", param="model",
+                           code="model_not_found")
     if isinstance(exc, AdapterRejected):
         return OpenAIError(500, str(exc), type="server_error", param="model", code="adapter_rejected")
     if isinstance(exc, EngineClosed):
@@ -84,7 +92,7 @@ def _install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
-        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code)
+        code = {404: "not_found", 405: "method_not_allowed", 413: "request_too_large"}.get(exc.status_code)
         return _error(OpenAIError(exc.status_code, str(exc.detail), code=code))
 
     @app.exception_handler(Exception)
@@ -127,6 +135,41 @@ class _MetricsMiddleware:
             m.latency.labels(endpoint).observe(time.perf_counter() - t0)
 
 
+class _BodyLimitMiddleware:
+    """413 for a body over ``limit`` bytes: at once when Content-Length says so, else as soon as the
+    streamed body passes the limit, so a huge body is never read into memory nor parsed."""
+
+    def __init__(self, app: Any, limit: int | None):
+        self.app, self.limit = app, limit
+
+    def _error(self) -> StarletteHTTPException:
+        return StarletteHTTPException(413, f"the request body is over this server's limit of {self.limit} bytes "
+                                      "(serve.max_request_bytes); send a smaller request")
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or self.limit is None:
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope.get("headers") or []).get(b"content-length", b"")
+        if declared.isdigit() and int(declared) > self.limit:
+            e = _error(OpenAIError(413, str(self._error().detail), code="request_too_large"))
+            e.headers["Connection"] = "close"  # the unread body must not be taken for the next request
+            await e(scope, receive, send)
+            return
+        seen = 0
+
+        async def limited() -> dict:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.limit:
+                    raise self._error()
+            return message
+
+        await self.app(scope, limited, send)
+
+
 def create_app(settings: ServeSettings, engine: Engine) -> FastAPI:
     """Build the server around a ready :class:`Engine` (started and stopped by the app's lifespan)."""
     from lorapipe.serve import admin_api, openai_api, ops_api
@@ -158,5 +201,6 @@ def create_app(settings: ServeSettings, engine: Engine) -> FastAPI:
     app.include_router(openai_api.router)
     app.include_router(admin_api.router)
     app.include_router(ops_api.router)
-    app.add_middleware(_MetricsMiddleware, engine=engine)
+    app.add_middleware(_BodyLimitMiddleware, limit=settings.max_request_bytes)
+    app.add_middleware(_MetricsMiddleware, engine=engine)  # added last: outermost, so it counts the 413s too
     return app

@@ -18,6 +18,7 @@ change is emitted: an incomplete UTF-8 character or the start of a stop string i
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -51,6 +52,7 @@ class Row:
     finish_reason: str | None = None
     emitted: int = 0  # characters of the answer already sent to the sink
     generator: torch.Generator | None = None
+    queued_at: float = field(default_factory=time.monotonic)
 
     def __post_init__(self) -> None:
         if self.params.temperature > 0:
@@ -187,8 +189,9 @@ class Batch:
 
     def _advance(self, stream: TextStream) -> None:
         for row, tok in zip(self.rows, self.next_ids, strict=True):
-            if row.cancelled():
+            if row.cancelled():  # the client went away: tell the sink, which frees the request's slot
                 row.finish_reason = "cancelled"
+                row.sink("", "cancelled")
             else:
                 stream.push(row, tok)
         self.keep([i for i, r in enumerate(self.rows) if r.finish_reason is None])

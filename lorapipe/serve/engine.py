@@ -124,7 +124,8 @@ class Engine:
     def __init__(self, model: Any, tokenizer: Any, *, base_name: str, base_identity: dict[str, Any] | None = None,
                  source: AdapterSource | None = None, max_loaded_adapters: int = 8, batch_window_ms: float = 5.0,
                  max_batch_size: int = 16, require_manifest: bool = True, allow_pickle: bool = False,
-                 lora_kernel: str = "stacked", metrics: ServeMetrics | None = None):
+                 lora_kernel: str = "stacked", metrics: ServeMetrics | None = None,
+                 queue_timeout_s: float | None = None):
         self.model = model.eval()
         self.tokenizer = tokenizer
         self.base_name = base_name
@@ -137,6 +138,9 @@ class Engine:
         self.metrics = metrics or ServeMetrics()
         self.device = next(model.parameters()).device
         self.max_context = int(getattr(model.config, "max_position_embeddings", 0) or 2048)
+        # no token stands for more characters than its own spelling, so a prompt longer than this
+        # cannot fit the context: the HTTP layer refuses it without tokenizing it
+        self.max_prompt_chars = self.max_context * max((len(t) for t in tokenizer.get_vocab()), default=1)
         eos = model.generation_config.eos_token_id if model.generation_config else None
         eos_ids = {tokenizer.eos_token_id} | set(eos if isinstance(eos, list) else [eos] if eos is not None else [])
         stream = TextStream(tokenizer, {e for e in eos_ids if e is not None})
@@ -158,7 +162,9 @@ class Engine:
         self._counter = 0
         # a lambda, so that tests (and subclasses) can replace `_forward` on the instance
         self._scheduler = Scheduler(lambda *a: self._forward(*a), stream, pad_id,
-                                    batch_window_s=batch_window_ms / 1000, max_batch_size=max_batch_size)
+                                    batch_window_s=batch_window_ms / 1000, max_batch_size=max_batch_size,
+                                    queue_timeout_s=queue_timeout_s)
+        self._service_s = 0.0  # moving average of how long a started request takes (for Retry-After)
 
     # ------------------------------------------------------------------------------ construction
     @classmethod
@@ -413,19 +419,26 @@ class Engine:
 
     def submit(self, lease: Lease, prompt: list[int], params: list[SamplingParams],
                sink: Callable[[int, str, str | None], None]) -> Job:
-        """Queue one row per ``params``; ``sink(index, delta, finish_reason)`` runs on the scheduler thread.
+        """Queue one row per ``params``; ``sink(index, delta, finish_reason)`` runs on the scheduler thread
+        (``sink(i, "", None)`` once when row ``i`` leaves the queue; see :mod:`lorapipe.serve.scheduler`).
 
-        The lease is released when every row has finished (or failed, or was cancelled)."""
+        The lease is released when every row has finished (or failed, was cancelled or timed out
+        in the queue)."""
         job = Job(lease)
+        started: list[float] = []
 
         def row_sink(i: int, delta: str, finish: str | None) -> None:
             last = False
+            if finish is None and not delta and not started:
+                started.append(time.monotonic())
             if finish is not None:
                 job.finished_rows += 1
                 last = job.finished_rows == len(job.rows)
                 if last:  # release before the client hears back, so its next request sees it idle
                     lease.release()
                     self.metrics.in_flight.dec()
+                    if started and finish in ("stop", "length"):
+                        self._service_s += 0.2 * (time.monotonic() - started[0] - self._service_s)
             try:
                 sink(i, delta, finish)
             finally:
@@ -441,6 +454,10 @@ class Engine:
             raise
         self.metrics.in_flight.inc()
         return job
+
+    def retry_after_s(self) -> int:
+        """What a request refused for a full queue is told to wait: about one request's run time."""
+        return max(1, min(60, round(self._service_s)))
 
     def generate(self, model: str, prompt: list[int], params: list[SamplingParams],
                  timeout: float | None = None) -> list[Result]:

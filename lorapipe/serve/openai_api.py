@@ -11,7 +11,7 @@ import asyncio
 import json
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,7 +28,10 @@ router = APIRouter(tags=["openai"])
 
 @dataclass
 class _Run:
-    """A submitted job whose scheduler-thread events are handed to the event loop."""
+    """A submitted job whose scheduler-thread events are handed to the event loop.
+
+    It also watches the connection: when the client goes away (a timeout, a cancelled call) the
+    job is cancelled, so its rows leave the batch at the next step, streamed or not."""
 
     job: Job
     lease: Lease
@@ -37,12 +40,42 @@ class _Run:
     queue: asyncio.Queue = field(default_factory=asyncio.Queue)
     texts: list[list[str]] = field(default_factory=list)
     finish: dict[int, str] = field(default_factory=dict)
+    retry_after_s: int = 1
+    _held: list[tuple[int, str, str | None]] = field(default_factory=list)
+    _watcher: asyncio.Task | None = None
+
+    def watch(self, request: Request) -> None:
+        async def until_disconnect() -> None:
+            while (await request.receive())["type"] != "http.disconnect":
+                pass
+            self.job.cancel()
+
+        self._watcher = asyncio.get_running_loop().create_task(until_disconnect())
+
+    def close(self) -> None:
+        """Stop the job (a no-op once it finished) and the watch."""
+        self.job.cancel()
+        if self._watcher is not None:
+            self._watcher.cancel()
+
+    def _check(self, delta: str, fin: str | None) -> None:
+        if fin == "error":
+            raise OpenAIError(500, f"generation failed: {delta}", type="server_error", code="generation_failed")
+        if fin == "queue_timeout":
+            raise OpenAIError(503, "the server is busy: this request could not start within serve.queue_timeout_s; "
+                              f"retry in {self.retry_after_s} s or send fewer requests at once", type="server_error",
+                              code="queue_timeout", headers={"Retry-After": str(self.retry_after_s)})
+
+    async def admitted(self) -> None:
+        """Wait until the first row leaves the queue (or ends: 503 when it timed out there)."""
+        event = await self.queue.get()
+        self._held.append(event)
+        self._check(event[1], event[2])
 
     async def events(self) -> AsyncIterator[tuple[int, str, str | None]]:
         while len(self.finish) < len(self.job.rows):
-            i, delta, fin = await self.queue.get()
-            if fin == "error":
-                raise OpenAIError(500, f"generation failed: {delta}", type="server_error", code="generation_failed")
+            i, delta, fin = self._held.pop() if self._held else await self.queue.get()
+            self._check(delta, fin)
             self.texts[i].append(delta)
             if fin is not None:
                 self.finish[i] = fin
@@ -55,6 +88,15 @@ class _Run:
     def usage(self) -> dict[str, int]:
         return {"prompt_tokens": self.prompt_tokens, "completion_tokens": self.completion_tokens,
                 "total_tokens": self.prompt_tokens + self.completion_tokens}
+
+
+async def _encode(engine: Engine, chars: int, encode: Callable[[], list[int]], param: str) -> list[int]:
+    """Tokenize off the event loop, after refusing a prompt that cannot fit by its length alone."""
+    if chars > engine.max_prompt_chars:
+        raise OpenAIError(400, f"the prompt has {chars} characters; this model's context of {engine.max_context} "
+                          f"tokens holds at most {engine.max_prompt_chars}. Shorten the prompt", param=param,
+                          code="context_length_exceeded")
+    return await run_in_threadpool(encode)
 
 
 async def _start(request: Request, body: _Body, prompt: list[int]) -> _Run:
@@ -70,6 +112,7 @@ async def _start(request: Request, body: _Body, prompt: list[int]) -> _Run:
                               f"context of {engine.max_context}; ask for at most {budget}", param="max_tokens",
                               code="context_length_exceeded")
         wanted = budget
+    request.state.model = body.model
     lease = await run_in_threadpool(engine.acquire, body.model)
     loop = asyncio.get_running_loop()
     queue: asyncio.Queue = asyncio.Queue()
@@ -85,8 +128,15 @@ async def _start(request: Request, body: _Body, prompt: list[int]) -> _Run:
     except BaseException:
         lease.release()
         raise
-    request.state.model = body.model
-    return _Run(job, lease, len(prompt), time.perf_counter(), queue, [[] for _ in range(body.n)])
+    run = _Run(job, lease, len(prompt), time.perf_counter(), queue, [[] for _ in range(body.n)],
+               retry_after_s=engine.retry_after_s())
+    run.watch(request)
+    try:
+        await run.admitted()  # headers (a stream's too) go out only once the request runs: a full queue is a 503
+    except BaseException:
+        run.close()
+        raise
+    return run
 
 
 def _record(request: Request, run: _Run) -> None:
@@ -102,25 +152,35 @@ def _prepare(request: Request, body: _Body, who: Principal) -> Engine:
     return engine
 
 
+async def _finish(run: _Run) -> None:
+    """Collect a non-streamed answer; the job stops if the client leaves meanwhile."""
+    try:
+        async for _ in run.events():
+            pass
+    finally:
+        run.close()
+
+
 @router.post("/v1/chat/completions")
 async def chat_completions(body: ChatCompletionRequest, request: Request,
                            who: Authenticated) -> Any:
     """OpenAI chat completions, streamed as server-sent events when ``stream`` is true."""
     engine = _prepare(request, body, who)
     messages = [m.as_dict() for m in body.messages]
-    try:
-        prompt = engine.encode_chat(messages)
-    except Exception as e:  # noqa: BLE001 - a template that rejects the roles' order, for example
-        raise OpenAIError(400, f"cannot apply the chat template to these messages: {e}", param="messages") from None
+
+    def encode() -> list[int]:
+        try:
+            return engine.encode_chat(messages)
+        except Exception as e:  # noqa: BLE001 - a template that rejects the roles' order, for example
+            raise OpenAIError(400, f"cannot apply the chat template to these messages: {e}",
+                              param="messages") from None
+
+    prompt = await _encode(engine, sum(len(m["content"]) for m in messages), encode, "messages")
     run = await _start(request, body, prompt)
     ident = f"chatcmpl-{uuid.uuid4().hex}"
     if body.stream:
         return _sse(request, run, body, ident, "chat.completion.chunk", chat=True)
-    try:
-        async for _ in run.events():
-            pass
-    finally:
-        run.job.cancel()  # a no-op once finished; stops the rows if this request was cancelled
+    await _finish(run)
     _record(request, run)
     choices = [{"index": i, "message": {"role": "assistant", "content": "".join(run.texts[i])},
                 "finish_reason": run.finish[i], "logprobs": None} for i in range(body.n)]
@@ -133,18 +193,14 @@ async def chat_completions(body: ChatCompletionRequest, request: Request,
 async def completions(body: CompletionRequest, request: Request, who: Authenticated) -> Any:
     """OpenAI (legacy) text completions of a raw prompt, without the chat template."""
     engine = _prepare(request, body, who)
-    prompt = engine.encode_text(body.text)
+    prompt = await _encode(engine, len(body.text), lambda: engine.encode_text(body.text), "prompt")
     if not prompt:
         raise OpenAIError(400, "the prompt is empty", param="prompt")
     run = await _start(request, body, prompt)
     ident = f"cmpl-{uuid.uuid4().hex}"
     if body.stream:
         return _sse(request, run, body, ident, "text_completion", chat=False)
-    try:
-        async for _ in run.events():
-            pass
-    finally:
-        run.job.cancel()
+    await _finish(run)
     _record(request, run)
     choices = [{"index": i, "text": "".join(run.texts[i]), "finish_reason": run.finish[i], "logprobs": None}
                for i in range(body.n)]
@@ -188,11 +244,11 @@ def _sse(request: Request, run: _Run, body: _Body, ident: str, obj: str, *, chat
             _record(request, run)
             if body.include_usage:
                 yield chunk([], run.usage())
+            yield "data: [DONE]\n\n"
         except OpenAIError as e:  # headers are sent already: report in the stream, as OpenAI does
-            yield f"data: {json.dumps(e.body())}\n\n"
+            yield f"data: {json.dumps(e.body())}\n\ndata: [DONE]\n\n"
         finally:
-            run.job.cancel()  # the client went away: free the batch rows
-        yield "data: [DONE]\n\n"
+            run.close()  # a no-op when it finished; else the client went away: free the batch rows
 
     return StreamingResponse(body_iter(), media_type="text/event-stream",
                              headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})

@@ -7,6 +7,12 @@ meanwhile are prefilled and join the running batch between two steps (continuous
 
 A failed forward pass fails the rows involved (their sink gets ``finish_reason="error"`` with the
 message as text) and the scheduler keeps serving.
+
+A row's sink hears three kinds of events: ``("", None)`` once, when the row leaves the queue and its
+prompt is about to run (so the HTTP layer can send its headers only then); text deltas; and a final
+``finish_reason``. Besides ``stop``/``length``/``error``, a row can finish ``cancelled`` (its client
+went away, queued or mid-batch) or ``queue_timeout`` (it could not start within ``queue_timeout_s``):
+every row's sink hears its end exactly once, so nothing it holds (a lease, an in-flight slot) leaks.
 """
 
 from __future__ import annotations
@@ -31,9 +37,10 @@ class EngineClosed(ServeError):
 
 class Scheduler:
     def __init__(self, forward: Forward, stream: TextStream, pad_id: int, *, batch_window_s: float,
-                 max_batch_size: int):
+                 max_batch_size: int, queue_timeout_s: float | None = None):
         self.forward, self.stream, self.pad_id = forward, stream, pad_id
         self.batch_window_s, self.max_batch_size = batch_window_s, max_batch_size
+        self.queue_timeout_s = queue_timeout_s
         self._cv = threading.Condition()
         self._pending: deque[Row] = deque()
         self._commands: deque[tuple[Callable[[], Any], Future | None]] = deque()
@@ -112,6 +119,24 @@ class Scheduler:
             rows.append(self._pending.popleft())
         return rows
 
+    def _expired(self) -> list[tuple[Row, str]]:
+        """Called under the lock: take the queued rows whose client left or that waited too long."""
+        if not self._pending:
+            return []
+        now = time.monotonic()
+        limit = self.queue_timeout_s
+        out, keep = [], deque()
+        for row in self._pending:
+            if row.cancelled():
+                out.append((row, "cancelled"))
+            elif limit is not None and now - row.queued_at > limit:
+                out.append((row, "queue_timeout"))
+            else:
+                keep.append(row)
+        if out:
+            self._pending = keep
+        return out
+
     def _run(self) -> None:
         batch: Batch | None = None
         mergeable = True
@@ -131,12 +156,18 @@ class Scheduler:
                         if left <= 0:
                             break
                         self._cv.wait(left)
+                expired = self._expired()
                 room = self.max_batch_size - (len(batch) if busy else 0)
                 new = self._take_rows(room) if (not busy or mergeable) else []
+            for row, reason in expired:  # sinks run outside the lock: they may release leases
+                row.finish_reason = reason
+                row.sink("", reason)
             for row in [r for r in new if r.cancelled()]:  # the client left while it queued
                 row.finish_reason = "cancelled"
                 row.sink("", "cancelled")
             new = [r for r in new if r.finish_reason is None]
+            for row in new:
+                row.sink("", None)  # leaves the queue: its prompt runs now
             try:
                 if new:
                     fresh = prefill(self.forward, new, self.stream, self.pad_id)

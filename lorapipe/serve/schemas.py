@@ -13,15 +13,18 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from lorapipe.serve.decode import SamplingParams
 
 MAX_N = 16
+# OpenAI documents `seed` as a signed 64-bit integer; torch seeds take [-2**63, 2**64)
+SEED_MIN, SEED_MAX = -(2**63), 2**64 - 1
 
 
 class OpenAIError(Exception):
     """Answered as ``{"error": {"message", "type", "param", "code"}}`` with ``status``."""
 
     def __init__(self, status: int, message: str, *, type: str = "invalid_request_error",
-                 param: str | None = None, code: str | None = None):
+                 param: str | None = None, code: str | None = None, headers: dict[str, str] | None = None):
         super().__init__(message)
         self.status, self.message, self.type, self.param, self.code = status, message, type, param, code
+        self.headers = headers or {}  # e.g. Retry-After on a 503
 
     def body(self) -> dict[str, Any]:
         return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
@@ -36,7 +39,7 @@ class _Body(BaseModel):
     top_p: float = Field(1.0, gt=0, le=1)
     n: int = Field(1, ge=1, le=MAX_N)
     stop: str | list[str] | None = None
-    seed: int | None = None
+    seed: int | None = Field(None, ge=SEED_MIN, le=SEED_MAX)
     stream: bool = False
     stream_options: dict[str, Any] | None = None
     ignore_eos: bool = False  # vLLM's extension: generate exactly max_tokens (benchmarks)
@@ -60,7 +63,7 @@ class _Body(BaseModel):
 
     def sampling(self, max_tokens: int, choice: int) -> SamplingParams:
         """The parameters of choice number ``choice`` (each of the ``n`` choices gets seed + index)."""
-        seed = None if self.seed is None else self.seed + choice
+        seed = None if self.seed is None else (self.seed + choice) % 2**64  # a valid torch seed, always
         return SamplingParams(max_tokens=max_tokens, temperature=self.temperature, top_p=self.top_p,
                               stop=tuple(self.stop or ()), seed=seed, ignore_eos=self.ignore_eos)
 

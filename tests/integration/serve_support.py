@@ -101,3 +101,26 @@ def client(srv: ServerThread, key: str = "none", **kwargs):
     kwargs.setdefault("max_retries", 0)
     kwargs.setdefault("timeout", 60)
     return openai.OpenAI(base_url=f"{srv.url}/v1", api_key=key, **kwargs)
+
+
+def metric(srv: ServerThread, name: str) -> float:
+    """The value of an unlabelled metric on the server's /metrics page."""
+    import httpx
+
+    for line in httpx.get(f"{srv.url}/metrics", timeout=30).text.splitlines():
+        if line.startswith(f"{name} "):
+            return float(line.split()[1])
+    raise AssertionError(f"{name} is not on /metrics")
+
+
+def slow_steps(monkeypatch, engine: Engine, delay_s: float) -> None:
+    """Make every forward pass of ``engine`` take at least ``delay_s`` (a slow device, a busy CPU)."""
+    import time
+
+    real = engine._forward
+
+    def slow(*args):
+        time.sleep(delay_s)
+        return real(*args)
+
+    monkeypatch.setattr(engine, "_forward", slow)
