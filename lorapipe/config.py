@@ -99,8 +99,13 @@ class LLMConfig(Section):
     temperature: float = Field(0.7, ge=0, le=2, description="Sampling temperature.")
     top_p: float = Field(1.0, gt=0, le=1, description="Nucleus sampling.")
     max_tokens: int = Field(256, gt=0, description="Most tokens per answer.")
-    concurrency: int = Field(8, ge=1, le=256, description="Requests in flight at once (openai).")
-    timeout_s: float = Field(60.0, gt=0, description="Per-request timeout in seconds (openai).")
+    concurrency: int = Field(8, ge=1, le=256, description="Most requests in flight at once (openai); halved "
+                             "while the endpoint times out or answers 503/429, and regained as it copes.")
+    timeout_s: float = Field(60.0, gt=0, description="Seconds without a byte from the endpoint (before the "
+                             "first one, or between two streamed chunks) after which a request is retried "
+                             "(openai); a slow answer that keeps streaming never times out.")
+    stream: bool = Field(True, description="Stream answers (openai), so `timeout_s` bounds silence, not the "
+                         "whole answer; false for an endpoint that cannot (one refusing `stream` is detected).")
     max_retries: int = Field(5, ge=0, description="Retries on 429/5xx/timeouts, with backoff (openai).")
     requests_per_second: float | None = Field(None, gt=0, description="Upper bound on request rate (openai).")
     batch_size: int = Field(8, ge=1, description="Generation batch size (local).")

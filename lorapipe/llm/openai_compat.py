@@ -1,13 +1,21 @@
 """A teacher/judge behind any OpenAI-compatible ``/chat/completions`` endpoint.
 
-Requests run ``concurrency`` at a time on a thread pool sharing one ``httpx.Client`` (keep-alive
-connections, one per worker). Each attempt is paced by a token bucket (``requests_per_second``) and
-bounded by ``timeout_s``. 408/429/5xx, timeouts, dropped connections and 200s whose body is not a
-chat completion are retried up to ``max_retries`` times with exponential backoff and full jitter,
-waiting at least what ``Retry-After`` asks for; other 4xx fail at once (retrying cannot fix a bad
-key or URL). A request that fails for good raises :class:`TeacherError` naming the endpoint, the
-last status and an excerpt of the body, or, with ``complete(..., raise_on_error=False)``, comes back
-as ``Completion(error=...)`` so a stage can record it and carry on.
+Requests run on a thread pool sharing one ``httpx.Client`` (keep-alive connections, one per worker).
+Answers are *streamed* (``stream: true``), so ``timeout_s`` bounds the wait for the first byte and
+the gap between two chunks, never the whole answer: a slow server that keeps producing tokens is
+never given up on. An endpoint that answers plain JSON anyway, or refuses ``stream`` with a 400
+(then the client stops asking), still works; ``stream: false`` in the config never asks.
+
+How many requests are in flight adapts (:mod:`lorapipe.llm.congestion`): up to ``concurrency``,
+halved on a timeout, 503, 504 or 429, climbing back as requests succeed, and each cut is logged, so
+an overloaded local server gets fewer requests instead of the same number of retries. Each attempt
+is also paced by a token bucket (``requests_per_second``). 408/409/425/429/5xx, timeouts, dropped
+connections and 200s whose body is not a chat completion are retried up to ``max_retries`` times with
+exponential backoff and full jitter, waiting at least what ``Retry-After`` asks for; other 4xx fail
+at once (retrying cannot fix a bad key or URL). A request that fails for good raises
+:class:`TeacherError` naming the endpoint, the last status and an excerpt of the body, or, with
+``complete(..., raise_on_error=False)``, comes back as ``Completion(error=...)`` so a stage can
+record it and carry on.
 
 Every answer is committed to the disk cache the moment it arrives, from the worker thread, so a
 ``kill -9`` loses only the requests still in flight; a rerun sends only what is missing.
@@ -19,6 +27,7 @@ from __future__ import annotations
 
 import dataclasses
 import email.utils
+import json
 import logging
 import os
 import random
@@ -35,10 +44,12 @@ from typing_extensions import Self
 from lorapipe.errors import ConfigError, TeacherError
 from lorapipe.llm.base import ChatRequest, Completion, Progress, Usage
 from lorapipe.llm.cache import ResponseCache, open_cache, request_key, split_cached
+from lorapipe.llm.congestion import AdaptiveLimit
 
 log = logging.getLogger(__name__)
 
 RETRYABLE_STATUS = frozenset({408, 409, 425, 429})  # plus every 5xx
+OVERLOAD_STATUS = frozenset({429, 503, 504})  # the endpoint has more than it can run: send fewer at once
 _HINTS = {
     401: "set the environment variable named by `api_key_env` ({env}) to a valid API key",
     403: "the API key named by `api_key_env` ({env}) is not allowed to use this model",
@@ -88,9 +99,13 @@ def _excerpt(text: str, n: int = 300) -> str:
 
 
 class _Retry(Exception):
-    def __init__(self, reason: str, retry_after: float | None = None):
+    def __init__(self, reason: str, retry_after: float | None = None, *, overload: bool = False):
         super().__init__(reason)
-        self.reason, self.retry_after = reason, retry_after
+        self.reason, self.retry_after, self.overload = reason, retry_after, overload
+
+
+class _NoStream(Exception):
+    """The endpoint refused ``stream``: send the same request without it."""
 
 
 class _Cancelled(Exception):
@@ -125,6 +140,9 @@ class OpenAICompatLLM:
             headers=headers, transport=transport, timeout=httpx.Timeout(cfg.timeout_s, pool=None),
             limits=httpx.Limits(max_connections=cfg.concurrency, max_keepalive_connections=cfg.concurrency))
         self._bucket = TokenBucket(cfg.requests_per_second) if cfg.requests_per_second else None
+        self.congestion = AdaptiveLimit(cfg.concurrency)
+        self._stream = bool(getattr(cfg, "stream", True))
+        self._lock = threading.Lock()
         self.cache: ResponseCache | None = open_cache(cfg.cache, cache_dir)
 
     # ------------------------------------------------------------------------------------ protocol
@@ -146,7 +164,12 @@ class OpenAICompatLLM:
         keys = [request_key(ident, req, self.seed_for(req)) for req in requests]
         results, todo = split_cached(self.cache, keys, self.usage, self.cfg.prices, progress)
         if todo:
+            cuts = self.congestion.cuts
             self._run(requests, todo, results, progress, raise_on_error)
+            if self.congestion.cuts > cuts:
+                log.warning("%s: the endpoint was overloaded %d time(s) in this batch of %d request(s); sending "
+                            "%d at a time now (of concurrency %d)", self.url, self.congestion.cuts - cuts, len(todo),
+                            int(self.congestion.limit), self.cfg.concurrency)
         return results  # type: ignore[return-value]
 
     def _run(self, requests: list[ChatRequest], todo: dict[str, list[int]], results: list[Completion | None],
@@ -195,25 +218,38 @@ class OpenAICompatLLM:
         body = self.body(request)
         attempts = self.cfg.max_retries + 1
         last, retry_after, hint = "", None, "check that the endpoint is up, or raise `max_retries`/`timeout_s`"
-        for attempt in range(attempts):
+        attempt = 0
+        while attempt < attempts:
             if cancel.is_set():
                 raise _Cancelled()
             if attempt:
                 self._sleep(self._backoff(attempt, retry_after))
-                if cancel.is_set():
-                    raise _Cancelled()
-            if self._bucket is not None:
-                self._bucket.acquire()
+            ticket = None if cancel.is_set() else self.congestion.acquire(cancel)
+            if ticket is None:
+                raise _Cancelled()
             try:
+                if self._bucket is not None:
+                    self._bucket.acquire()
                 comp = self._attempt(body)
+            except _NoStream:
+                self.congestion.release(ticket, ok=False)
+                continue  # the same attempt again, without `stream`
             except _Retry as r:
+                cut = self.congestion.release(ticket, ok=False, congested=r.overload)
+                if cut is not None:
+                    log.warning("%s: %s; lowering concurrency %d -> %d and retrying", self.url, r.reason, *cut)
                 last, retry_after = r.reason, r.retry_after
-                log.debug("%s: attempt %d/%d failed: %s", self.url, attempt + 1, attempts, last)
+                attempt += 1
+                log.debug("%s: attempt %d/%d failed: %s", self.url, attempt, attempts, last)
                 continue
-            except TeacherError as e:  # not retryable
-                last, hint = str(e), ""
+            except BaseException as e:
+                self.congestion.release(ticket, ok=False)
+                if not isinstance(e, TeacherError):
+                    raise
+                last, hint = str(e), ""  # not retryable
                 attempts = attempt + 1
                 break
+            self.congestion.release(ticket)
             if self.cache is not None:
                 self.cache.put(key, comp, request=body)
             return comp
@@ -225,33 +261,38 @@ class OpenAICompatLLM:
         return Completion(text="", error=msg)
 
     def _attempt(self, body: dict[str, Any]) -> Completion:
-        """One HTTP round trip: a Completion, or _Retry (worth retrying), or TeacherError (not)."""
+        """One HTTP round trip: a Completion, or _Retry (worth retrying), _NoStream, or TeacherError (not)."""
+        streamed = self._stream
+        if streamed:
+            body = {**body, "stream": True, "stream_options": {"include_usage": True}}
         try:
-            resp = self._client.post(self.url, json=body)
+            with self._client.stream("POST", self.url, json=body) as resp:
+                status = resp.status_code
+                if status >= 400:
+                    resp.read()
+                    self._refused(status, resp, streamed)
+                if "text/event-stream" in resp.headers.get("content-type", ""):
+                    return _read_events(resp)
+                resp.read()  # an endpoint that answers in one piece
+                return _parse_completion(status, resp.text)
         except httpx.TimeoutException as e:
-            raise _Retry(f"timed out after {self.cfg.timeout_s:g} s ({type(e).__name__})") from None
+            raise _Retry(f"no data for {self.cfg.timeout_s:g} s ({type(e).__name__})", overload=True) from None
         except httpx.TransportError as e:
             raise _Retry(f"connection error ({type(e).__name__}: {e})") from None
-        status = resp.status_code
+
+    def _refused(self, status: int, resp: httpx.Response, streamed: bool) -> None:
         if status in RETRYABLE_STATUS or status >= 500:
-            raise _Retry(f"HTTP {status}, body {_excerpt(resp.text)}",
-                         parse_retry_after(resp.headers.get("retry-after")))
-        if status >= 400:
-            hint = _HINTS.get(status, "the endpoint rejected the request").format(env=self.cfg.api_key_env)
-            raise TeacherError(f"HTTP {status}, body {_excerpt(resp.text)}; {hint}")
-        try:
-            data = resp.json()
-            choice = data["choices"][0]
-            text = choice["message"].get("content") or ""
-            if not isinstance(text, str):
-                raise TypeError("content is not a string")
-            usage = data.get("usage") or {}
-            return Completion(text=text, prompt_tokens=int(usage.get("prompt_tokens") or 0),
-                              completion_tokens=int(usage.get("completion_tokens") or 0),
-                              finish_reason=choice.get("finish_reason"))
-        except (ValueError, KeyError, IndexError, TypeError, AttributeError) as e:
-            raise _Retry(f"HTTP {status} with a malformed body ({type(e).__name__}), body "
-                         f"{_excerpt(resp.text)}") from None
+            raise _Retry(f"HTTP {status}, body {_excerpt(resp.text)}", parse_retry_after(resp.headers.get("retry-after")),
+                         overload=status in OVERLOAD_STATUS)
+        if streamed and status in (400, 422) and "stream" in resp.text.lower():
+            with self._lock:
+                if self._stream:
+                    self._stream = False
+                    log.warning("%s does not stream (HTTP %d, body %s); sending whole-answer requests: "
+                                "`timeout_s` now bounds each whole answer", self.url, status, _excerpt(resp.text))
+            raise _NoStream()
+        hint = _HINTS.get(status, "the endpoint rejected the request").format(env=self.cfg.api_key_env)
+        raise TeacherError(f"HTTP {status}, body {_excerpt(resp.text)}; {hint}")
 
     def close(self) -> None:
         self._client.close()
@@ -263,3 +304,49 @@ class OpenAICompatLLM:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _parse_completion(status: int, text: str) -> Completion:
+    """A whole (non-streamed) chat completion body, or _Retry when it is not one."""
+    try:
+        data = json.loads(text)
+        choice = data["choices"][0]
+        content = choice["message"].get("content") or ""
+        if not isinstance(content, str):
+            raise TypeError("content is not a string")
+        usage = data.get("usage") or {}
+        return Completion(text=content, prompt_tokens=int(usage.get("prompt_tokens") or 0),
+                          completion_tokens=int(usage.get("completion_tokens") or 0),
+                          finish_reason=choice.get("finish_reason"))
+    except (ValueError, KeyError, IndexError, TypeError, AttributeError) as e:
+        raise _Retry(f"HTTP {status} with a malformed body ({type(e).__name__}), body {_excerpt(text)}") from None
+
+
+def _read_events(resp: httpx.Response) -> Completion:
+    """Assemble choice 0 of a server-sent-events chat stream; _Retry when it breaks off or reports an error."""
+    parts: list[str] = []
+    finish, usage, done = None, {}, False
+    for line in resp.iter_lines():
+        if not line.startswith("data:"):
+            continue  # blank separators, `: keep-alive` comments, `event:` lines
+        data = line[5:].strip()
+        if data == "[DONE]":
+            done = True
+            break
+        try:
+            event = json.loads(data)
+            if event.get("error"):
+                raise _Retry(f"the stream reported an error: {_excerpt(data)}")
+            for choice in event.get("choices") or []:
+                if choice.get("index", 0) == 0:
+                    delta = choice.get("delta") or {}
+                    if isinstance(delta.get("content"), str):
+                        parts.append(delta["content"])
+                    finish = choice.get("finish_reason") or finish
+            usage = event.get("usage") or usage
+        except (ValueError, TypeError, AttributeError) as e:
+            raise _Retry(f"HTTP 200 stream with a malformed event ({type(e).__name__}): {_excerpt(data)}") from None
+    if finish is None and not done:
+        raise _Retry(f"the stream ended before the answer did, after {len(parts)} chunk(s)")
+    return Completion(text="".join(parts), prompt_tokens=int(usage.get("prompt_tokens") or 0),
+                      completion_tokens=int(usage.get("completion_tokens") or 0), finish_reason=finish)

@@ -34,8 +34,14 @@ Faults (decided per request, in this order; each is one of :data:`FAULTS`):
   JSON; ``"truncated"`` is a 200 JSON object without ``choices``; ``"drop"`` closes the connection
   without a response.
 
-Latency: ``latency_s`` (a number, or ``latency_s(body) -> float``) is slept before answering. Sleeps
-end early when the server stops, so a test never waits on a hung handler.
+Latency: ``latency_s`` (a number, or ``latency_s(body) -> float``) is slept before answering. A slow
+generator: ``chunk_delay_s`` is slept before each word of a streamed answer, and a non-streamed
+answer waits for all of them before it is sent (as a real server computes it first). Sleeps end
+early when the server stops, so a test never waits on a hung handler.
+
+Streaming (``stream_mode``): ``"sse"`` (default) streams when asked, with a usage chunk when
+``stream_options.include_usage`` is set; ``"ignore"`` answers plain JSON whatever the request says;
+``"reject"`` answers 400 to a request that asks to stream, as some endpoints do.
 
 Log: ``srv.log`` is a snapshot list of :class:`LogEntry` (body, outcome, status, arrival and end
 times, the Authorization header, the answer), appended when a request *arrives* (outcome
@@ -111,7 +117,7 @@ class FakeOpenAI:
                  fault_fn: Callable[[dict[str, Any], int], str | None] | None = None,
                  retry_after_s: float | None = 0, timeout_sleep_s: float = 5.0, seed: int = 0,
                  models: Iterable[str] = ("fake-model",), api_key: str | None = None,
-                 host: str = "127.0.0.1", port: int = 0):
+                 chunk_delay_s: float = 0.0, stream_mode: str = "sse", host: str = "127.0.0.1", port: int = 0):
         self.fault_kinds = tuple(fault_kinds)
         for f in (*self.fault_kinds, *(f for f in faults if f not in (None, "ok"))):
             if f not in FAULTS:
@@ -128,6 +134,9 @@ class FakeOpenAI:
         else:
             self._queue = deque(responder)
             self._responder = self._from_queue
+        if stream_mode not in ("sse", "ignore", "reject"):
+            raise ValueError(f"stream_mode must be sse, ignore or reject, got {stream_mode!r}")
+        self.chunk_delay_s, self.stream_mode = chunk_delay_s, stream_mode
         self.latency_s, self.fault_rate, self.fault_fn = latency_s, fault_rate, fault_fn
         self.retry_after_s, self.timeout_sleep_s = retry_after_s, timeout_sleep_s
         self.models, self.api_key = list(models), api_key
@@ -185,6 +194,12 @@ class FakeOpenAI:
         deadline = time.monotonic() + timeout_s
         while any(e.outcome == "pending" for e in self.log) and time.monotonic() < deadline:
             time.sleep(0.01)
+
+    @property
+    def in_flight(self) -> int:
+        """Requests being handled right now (the one calling ``fault_fn`` included)."""
+        with self._lock:
+            return self._in_flight
 
     def count(self, outcome: str | None = None) -> int:
         """Requests so far (with that outcome, e.g. ``"ok"``, ``"429"``, ``"pending"``)."""
@@ -311,6 +326,9 @@ class _Handler(BaseHTTPRequestHandler):
         if not isinstance(body, dict) or not isinstance(body.get("messages"), list) or not body.get("model"):
             self._error(400, "the body must be JSON with `model` and a `messages` list", "invalid_request_error")
             return "bad_request", 400, None
+        if body.get("stream") and fake.stream_mode == "reject":
+            self._error(400, "`stream` is not supported by this endpoint", "invalid_request_error")
+            return "bad_request", 400, None
         latency = fake.latency_s(body) if callable(fake.latency_s) else fake.latency_s
         fake._sleep(latency)
         fault = fake._choose_fault(body, n)
@@ -343,16 +361,18 @@ class _Handler(BaseHTTPRequestHandler):
             if k in out:
                 usage[k] = int(out[k])
         finish = out.get("finish_reason", "stop")
-        if body.get("stream"):
-            self._stream(body, text, finish, n)
+        if body.get("stream") and fake.stream_mode == "sse":
+            self._stream(body, text, finish, n, usage)
         else:
+            fake._sleep(fake.chunk_delay_s * len(_split_keep(text)))
             choices = [{"index": i, "message": {"role": "assistant", "content": text}, "finish_reason": finish}
                        for i in range(int(body.get("n") or 1))]
             self._send(200, {"id": f"chatcmpl-{n}", "object": "chat.completion", "created": int(time.time()),
                              "model": body["model"], "choices": choices, "usage": usage})
         return ("timeout" if fault == "timeout" else "ok"), 200, text
 
-    def _stream(self, body: dict[str, Any], text: str, finish: str, n: int) -> None:
+    def _stream(self, body: dict[str, Any], text: str, finish: str, n: int, usage: dict[str, int]) -> None:
+        fake = self.server.fake
         self.send_response(200)
         self.send_header("Content-Type", "text/event-stream")
         self.send_header("Cache-Control", "no-cache")
@@ -362,11 +382,17 @@ class _Handler(BaseHTTPRequestHandler):
         base = {"id": f"chatcmpl-{n}", "object": "chat.completion.chunk", "created": int(time.time()),
                 "model": body["model"]}
         pieces = [{"role": "assistant", "content": ""}] + [{"content": w} for w in _split_keep(text)]
-        for delta in pieces:
+        for k, delta in enumerate(pieces):
+            if k:
+                fake._sleep(fake.chunk_delay_s)
             chunk = {**base, "choices": [{"index": 0, "delta": delta, "finish_reason": None}]}
             self.wfile.write(f"data: {json.dumps(chunk)}\n\n".encode())
+            self.wfile.flush()
         last = {**base, "choices": [{"index": 0, "delta": {}, "finish_reason": finish}]}
-        self.wfile.write(f"data: {json.dumps(last)}\n\ndata: [DONE]\n\n".encode())
+        self.wfile.write(f"data: {json.dumps(last)}\n\n".encode())
+        if (body.get("stream_options") or {}).get("include_usage"):
+            self.wfile.write(f"data: {json.dumps({**base, 'choices': [], 'usage': usage})}\n\n".encode())
+        self.wfile.write(b"data: [DONE]\n\n")
         self.wfile.flush()
 
 
