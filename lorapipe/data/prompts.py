@@ -2,10 +2,14 @@
 
 The teacher prompt follows the usual distillation recipe, in this order: the task description, the
 input, the output format (and JSON Schema), what a good output does, what it never does, and the
-rule "reply with the output only". ``teacher.few_shot`` examples come first as earlier
-user/assistant turns built with the same prompt, so the teacher sees worked answers in the exact
-shape it must produce. ``generate.template`` (a Jinja file) replaces the built-in user message; it
-is rendered with the task's fields (``description``, ``system_prompt``, ``format_spec``,
+rule "reply with the output only". With ``teacher.few_shot`` examples the instructions are stated
+once, in a system message, and each example is an earlier user turn holding only its input and an
+assistant turn holding its output; the last user turn holds the input to answer. Every request then
+starts with the same system + examples prefix, which a server's prefix cache computes once, and the
+teacher sees worked answers in the exact shape it must produce. (Repeating the instructions in every
+example cost the demo ~1,800 prompt tokens a request; see ``bench/teacher_prompt_tokens.py``.)
+``generate.template`` (a Jinja file) replaces the built-in user message, examples included; it is
+rendered with the task's fields (``description``, ``system_prompt``, ``format_spec``,
 ``quality_criteria``, ``negative_criteria``, ``output_schema``, ``name``) plus ``input``.
 
 The edge-case prompts are phrased from the task description only; the contact-extraction flavoured
@@ -84,9 +88,27 @@ def task_variables(task: Any) -> dict[str, Any]:
 
 def builtin_teacher_prompt(task: Any, input_text: str) -> str:
     """The built-in teacher user message for one input (guide order; see the module docstring)."""
-    parts = [f"You are writing the ideal output for this task.\n\nTask: {task.description.strip()}",
-             f"Instructions the model is given:\n{task.system_prompt.strip()}",
-             f"Input:\n{_fence(input_text)}"]
+    head = f"You are writing the ideal output for this task.\n\nTask: {task.description.strip()}"
+    return "\n\n".join([head, *_teacher_rules(task, input_block(input_text))])
+
+
+def builtin_teacher_system(task: Any) -> str:
+    """The instructions of the built-in prompt, stated once, before few-shot turns (module docstring)."""
+    head = (f"You are writing the ideal output for this task. Each user message is one input; reply with its "
+            f"output.\n\nTask: {task.description.strip()}")
+    return "\n\n".join([head, *_teacher_rules(task, None)])
+
+
+def input_block(input_text: str) -> str:
+    """How an input is shown to the teacher (the demo's python teacher reads it back)."""
+    return f"Input:\n{_fence(input_text)}"
+
+
+def _teacher_rules(task: Any, input_part: str | None) -> list[str]:
+    """The built-in prompt after the task line: instructions, the input if given, format, criteria, rule."""
+    parts = [f"Instructions the model is given:\n{task.system_prompt.strip()}"]
+    if input_part is not None:
+        parts.append(input_part)
     if task.format_spec.strip():
         parts.append(f"Output format:\n{task.format_spec.strip()}")
     if task.output_schema is not None:
@@ -98,7 +120,7 @@ def builtin_teacher_prompt(task: Any, input_text: str) -> str:
         parts.append("A good output never:\n" + _bullets(task.negative_criteria))
     bare = " (bare JSON, no code fences)" if task.output_schema is not None else " (no code fences)"
     parts.append(f"Reply with the output only{bare}: no preamble, no explanation.")
-    return "\n\n".join(parts)
+    return parts
 
 
 class TeacherPrompt:
@@ -135,6 +157,11 @@ class TeacherPrompt:
 
     def messages(self, input_text: str) -> Messages:
         """Few-shot examples as earlier turns, then the prompt for ``input_text``."""
+        if self._template is None and self.few_shot:  # the instructions once, then bare inputs
+            out = [{"role": "system", "content": builtin_teacher_system(self.task)}]
+            for ex in self.few_shot:
+                out += [{"role": "user", "content": input_block(ex.input)}, {"role": "assistant", "content": ex.output}]
+            return out + [{"role": "user", "content": input_block(input_text)}]
         out: Messages = []
         for ex in self.few_shot:
             out += [{"role": "user", "content": self.render(ex.input)},

@@ -25,17 +25,35 @@ def test_teacher_prompt_has_every_part_in_guide_order(cfg):
     assert "A good output never:\n- Invent a value" in text
 
 
-def test_few_shot_examples_are_prior_turns(tmp_path):
-    cfg = make_cfg(tmp_path, teacher={"few_shot": [{"input": "I am Zoe Kim, zoe@k.io", "output": '{"name": "Zoe Kim"}'},
-                                                   {"input": "nothing here", "output": '{"name": null}'}]})
+FEW_SHOT = [{"input": "I am Zoe Kim, zoe@k.io", "output": '{"name": "Zoe Kim"}'},
+            {"input": "nothing here", "output": '{"name": null}'}]
+
+
+def test_few_shot_examples_are_prior_turns_after_the_instructions_stated_once(tmp_path):
+    cfg = make_cfg(tmp_path, teacher={"few_shot": FEW_SHOT})
     msgs = prompts.teacher_messages(cfg, "Bob Stone, bob@stone.io")
+    assert [m["role"] for m in msgs] == ["system", "user", "assistant", "user", "assistant", "user"]
+    system = msgs[0]["content"]
+    for part in (cfg.task.description, cfg.task.system_prompt, cfg.task.format_spec, '"required": [',
+                 cfg.task.quality_criteria[0], cfg.task.negative_criteria[0], "Each user message is one input",
+                 "Reply with the output only (bare JSON, no code fences)"):
+        assert system.count(part) == 1, part
+    assert msgs[1]["content"] == "Input:\n<<<\nI am Zoe Kim, zoe@k.io\n>>>" and msgs[2]["content"] == '{"name": "Zoe Kim"}'
+    assert msgs[3]["content"] == "Input:\n<<<\nnothing here\n>>>" and msgs[4]["content"] == '{"name": null}'
+    assert msgs[5]["content"] == "Input:\n<<<\nBob Stone, bob@stone.io\n>>>"
+    # every input's request starts with the same turns: a server computes that prefix once
+    assert prompts.teacher_messages(cfg, "another input")[:-1] == msgs[:-1]
+    text = "".join(m["content"] for m in msgs)
+    assert text.count(cfg.task.description) == 1 and text.count(cfg.task.format_spec) == 1
+
+
+def test_few_shot_with_a_template_renders_every_turn_with_it(tmp_path):
+    (tmp_path / "teacher.j2").write_text("TASK {{ name }} INPUT {{ input }}")
+    cfg = make_cfg(tmp_path, teacher={"few_shot": FEW_SHOT}, generate={"template": "teacher.j2"})
+    msgs = prompts.teacher_messages(cfg, "Bob")
     assert [m["role"] for m in msgs] == ["user", "assistant", "user", "assistant", "user"]
-    assert "I am Zoe Kim, zoe@k.io" in msgs[0]["content"] and msgs[1]["content"] == '{"name": "Zoe Kim"}'
-    assert msgs[3]["content"] == '{"name": null}'
-    assert "Bob Stone, bob@stone.io" in msgs[4]["content"] and "Zoe" not in msgs[4]["content"]
-    # every turn uses the same prompt, so the worked answers are in the exact shape asked for
-    assert msgs[0]["content"].replace("I am Zoe Kim, zoe@k.io", "X") == msgs[4]["content"].replace(
-        "Bob Stone, bob@stone.io", "X")
+    assert [msgs[0]["content"], msgs[4]["content"]] == ["TASK contacts INPUT I am Zoe Kim, zoe@k.io",
+                                                          "TASK contacts INPUT Bob"]
 
 
 def test_jinja_template_replaces_the_builtin_prompt(tmp_path):
