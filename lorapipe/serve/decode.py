@@ -18,6 +18,7 @@ change is emitted: an incomplete UTF-8 character or the start of a stop string i
 
 from __future__ import annotations
 
+import copy
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -144,10 +145,7 @@ class Batch:
 
     def can_merge(self) -> bool:
         """Joining needs plain per-layer key/value tensors (not sliding-window or quantized caches)."""
-        from transformers.cache_utils import DynamicLayer
-
-        layers = getattr(self.cache, "layers", None)
-        return bool(layers) and all(type(layer) is DynamicLayer for layer in layers)
+        return plain_kv(self.cache)
 
     def merge(self, other: Batch) -> None:
         """Append ``other``'s rows; the shorter cache is left-padded so every row ends at the same column."""
@@ -197,12 +195,49 @@ class Batch:
         self.keep([i for i, r in enumerate(self.rows) if r.finish_reason is None])
 
 
-def prefill(forward: Forward, rows: list[Row], stream: TextStream, pad_id: int) -> Batch:
-    """Run the prompts of ``rows`` and sample each one's first token; finished rows are dropped."""
+def plain_kv(cache: Any) -> bool:
+    """Whether ``cache`` holds plain per-layer key/value tensors that rows can be cut from and joined to."""
+    from transformers.cache_utils import DynamicLayer
+
+    layers = getattr(cache, "layers", None)
+    return bool(layers) and all(type(layer) is DynamicLayer for layer in layers)
+
+
+@dataclass
+class PrefixKV:
+    """The KV cache of a prompt prefix (batch 1), computed once and reused by rows that start with it."""
+
+    tokens: list[int]
+    cache: Any  # what the model returned for ``tokens``: per-layer keys/values [1, H, len(tokens), D]
+
+    def expand(self, rows: int, length: int) -> Any:
+        """A cache holding the first ``length`` tokens' KV once per row (the stored one is not touched)."""
+        cache = copy.copy(self.cache)
+        cache.layers = []
+        for layer in self.cache.layers:
+            mine = copy.copy(layer)
+            mine.keys = layer.keys[:, :, :length].expand(rows, -1, -1, -1).contiguous()
+            mine.values = layer.values[:, :, :length].expand(rows, -1, -1, -1).contiguous()
+            cache.layers.append(mine)
+        return cache
+
+
+def prefill(forward: Forward, rows: list[Row], stream: TextStream, pad_id: int,
+            prefix: tuple[PrefixKV, int] | None = None) -> Batch:
+    """Run the prompts of ``rows`` and sample each one's first token; finished rows are dropped.
+
+    With ``prefix = (kv, n)`` every row's prompt starts with ``kv.tokens[:n]``: only the rest is run,
+    after that KV. Each row is then ``[prefix][padding][its own tokens]``; the mask hides the padding
+    and positions continue from ``n``, so the answer is the one a full prefill gives."""
     rows = [rows[i] for i in _by_adapter(rows)]
-    ids, mask = _left_pad([r.prompt for r in rows], pad_id)
-    position_ids = (mask.cumsum(-1) - 1).clamp(min=0)
-    logits, cache = forward(ids, mask, position_ids, None, [r.adapter for r in rows])
+    kv, n = prefix if prefix is not None else (None, 0)
+    ids, mask = _left_pad([r.prompt[n:] for r in rows], pad_id)
+    position_ids = n + (mask.cumsum(-1) - 1).clamp(min=0)
+    cache = None
+    if kv is not None:
+        cache = kv.expand(len(rows), n)
+        mask = torch.cat([torch.ones((len(rows), n), dtype=torch.long), mask], dim=1)
+    logits, cache = forward(ids, mask, position_ids, cache, [r.adapter for r in rows])
     batch = Batch(rows, cache, mask, mask.sum(-1), sample(logits, rows))
     batch._advance(stream)
     return batch

@@ -20,6 +20,11 @@ Two LoRA kernels do the per-row adapters:
   for everything PEFT can serve (embedding LoRA, ``modules_to_save``...), ~2-3x slower per step.
 
 Loaded versions are kept in an LRU of ``max_loaded_adapters``; a version in use is never evicted.
+
+Prompt prefixes that several requests share (a teacher's system prompt and worked examples) are
+computed once per adapter version and their KV reused (:mod:`lorapipe.serve.prefix`, up to
+``prefix_cache_tokens``). A request whose client goes away, or that waits in the queue longer than
+``queue_timeout_s``, ends at once and releases everything it held (:mod:`lorapipe.serve.scheduler`).
 """
 
 from __future__ import annotations
@@ -54,6 +59,7 @@ from lorapipe.serve.adapters import (
 from lorapipe.serve.decode import Row, SamplingParams, TextStream
 from lorapipe.serve.lora_batch import StackedLoRA
 from lorapipe.serve.metrics import ServeMetrics
+from lorapipe.serve.prefix import PrefixCache
 from lorapipe.serve.scheduler import EngineClosed, Scheduler
 
 log = logging.getLogger(__name__)
@@ -125,7 +131,7 @@ class Engine:
                  source: AdapterSource | None = None, max_loaded_adapters: int = 8, batch_window_ms: float = 5.0,
                  max_batch_size: int = 16, require_manifest: bool = True, allow_pickle: bool = False,
                  lora_kernel: str = "stacked", metrics: ServeMetrics | None = None,
-                 queue_timeout_s: float | None = None):
+                 queue_timeout_s: float | None = None, prefix_cache_tokens: int = 4096):
         self.model = model.eval()
         self.tokenizer = tokenizer
         self.base_name = base_name
@@ -163,7 +169,8 @@ class Engine:
         # a lambda, so that tests (and subclasses) can replace `_forward` on the instance
         self._scheduler = Scheduler(lambda *a: self._forward(*a), stream, pad_id,
                                     batch_window_s=batch_window_ms / 1000, max_batch_size=max_batch_size,
-                                    queue_timeout_s=queue_timeout_s)
+                                    queue_timeout_s=queue_timeout_s,
+                                    prefixes=PrefixCache(prefix_cache_tokens) if prefix_cache_tokens else None)
         self._service_s = 0.0  # moving average of how long a started request takes (for Retry-After)
 
     # ------------------------------------------------------------------------------ construction
@@ -340,7 +347,9 @@ class Engine:
         self._peft.eval()
 
     def _delete(self, internal: str) -> None:
-        """Runs on the scheduler thread: remove one adapter version's weights."""
+        """Runs on the scheduler thread: remove one adapter version's weights (and its kept prefixes)."""
+        if self._scheduler.prefixes is not None:
+            self._scheduler.prefixes.drop(internal)
         if self._stacked is not None:
             self._stacked.remove(internal)
         if self._peft is not None and internal in self._peft.peft_config:

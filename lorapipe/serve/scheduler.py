@@ -27,6 +27,7 @@ from typing import Any
 
 from lorapipe.errors import ServeError
 from lorapipe.serve.decode import Batch, Forward, Row, TextStream, prefill
+from lorapipe.serve.prefix import PrefixCache
 
 log = logging.getLogger(__name__)
 
@@ -37,10 +38,11 @@ class EngineClosed(ServeError):
 
 class Scheduler:
     def __init__(self, forward: Forward, stream: TextStream, pad_id: int, *, batch_window_s: float,
-                 max_batch_size: int, queue_timeout_s: float | None = None):
+                 max_batch_size: int, queue_timeout_s: float | None = None, prefixes: PrefixCache | None = None):
         self.forward, self.stream, self.pad_id = forward, stream, pad_id
         self.batch_window_s, self.max_batch_size = batch_window_s, max_batch_size
         self.queue_timeout_s = queue_timeout_s
+        self.prefixes = prefixes  # shared prompt prefixes computed once (see lorapipe.serve.prefix)
         self._cv = threading.Condition()
         self._pending: deque[Row] = deque()
         self._commands: deque[tuple[Callable[[], Any], Future | None]] = deque()
@@ -137,6 +139,20 @@ class Scheduler:
             self._pending = keep
         return out
 
+    def _prefill(self, rows: list[Row]) -> Batch:
+        """Prefill ``rows`` as one batch: one forward pass per group of rows that share a kept prefix."""
+        if self.prefixes is None:
+            return prefill(self.forward, rows, self.stream, self.pad_id)
+        batch = None
+        for prefix, group in self.prefixes.plan(self.forward, rows):
+            part = prefill(self.forward, group, self.stream, self.pad_id, prefix)
+            if batch is None or not len(batch):
+                batch = part
+            elif len(part):
+                batch.merge(part)
+        assert batch is not None
+        return batch
+
     def _run(self) -> None:
         batch: Batch | None = None
         mergeable = True
@@ -170,7 +186,7 @@ class Scheduler:
                 row.sink("", None)  # leaves the queue: its prompt runs now
             try:
                 if new:
-                    fresh = prefill(self.forward, new, self.stream, self.pad_id)
+                    fresh = self._prefill(new)
                     if not busy:
                         batch = fresh
                         mergeable = batch.can_merge()
