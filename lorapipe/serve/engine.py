@@ -36,7 +36,6 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -44,7 +43,6 @@ import torch
 
 from lorapipe.errors import ServeError
 from lorapipe.serve.adapters import (
-    BASE_ADAPTER,
     AdapterNotFound,
     AdapterRejected,
     AdapterSource,
@@ -57,71 +55,13 @@ from lorapipe.serve.adapters import (
     verify_adapter_dir,
 )
 from lorapipe.serve.decode import Row, SamplingParams, TextStream
+from lorapipe.serve.jobs import Job, Lease, Result, Slot
 from lorapipe.serve.lora_batch import StackedLoRA
 from lorapipe.serve.metrics import ServeMetrics
 from lorapipe.serve.prefix import PrefixCache
 from lorapipe.serve.scheduler import EngineClosed, Scheduler
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class Slot:
-    """One loaded adapter version."""
-
-    name: str
-    internal: str  # the PEFT adapter name inside the model
-    version: str
-    token: str
-    refs: int = 0
-    retired: bool = False
-
-
-@dataclass
-class Lease:
-    """A request's hold on one adapter version (or on the base when ``slot`` is None)."""
-
-    model: str  # the public name asked for
-    slot: Slot | None
-    engine: Engine
-    _released: bool = False
-
-    @property
-    def adapter(self) -> str:
-        return self.slot.internal if self.slot else BASE_ADAPTER
-
-    @property
-    def version(self) -> str:
-        return f"{self.model}:{self.slot.version}" if self.slot else f"{self.model}:{self.engine.base_version}"
-
-    def release(self) -> None:
-        if not self._released:
-            self._released = True
-            self.engine._release(self)
-
-
-@dataclass
-class Job:
-    """A submitted request: ``n`` rows sharing one prompt and one lease."""
-
-    lease: Lease
-    rows: list[Row] = field(default_factory=list)
-    done: threading.Event = field(default_factory=threading.Event)
-    cancelled: bool = False
-    finished_rows: int = 0
-
-    def cancel(self) -> None:
-        """Stop generating (the client went away); the rows leave the batch at the next step."""
-        self.cancelled = True
-
-
-@dataclass
-class Result:
-    text: str
-    finish_reason: str
-    prompt_tokens: int
-    completion_tokens: int
-    version: str
 
 
 class Engine:
@@ -144,8 +84,7 @@ class Engine:
         self.metrics = metrics or ServeMetrics()
         self.device = next(model.parameters()).device
         self.max_context = int(getattr(model.config, "max_position_embeddings", 0) or 2048)
-        # no token stands for more characters than its own spelling, so a prompt longer than this
-        # cannot fit the context: the HTTP layer refuses it without tokenizing it
+        # no token spells more characters than this: a longer prompt is refused without tokenizing it
         self.max_prompt_chars = self.max_context * max((len(t) for t in tokenizer.get_vocab()), default=1)
         eos = model.generation_config.eos_token_id if model.generation_config else None
         eos_ids = {tokenizer.eos_token_id} | set(eos if isinstance(eos, list) else [eos] if eos is not None else [])
@@ -434,20 +373,16 @@ class Engine:
         The lease is released when every row has finished (or failed, was cancelled or timed out
         in the queue)."""
         job = Job(lease)
-        started: list[float] = []
 
         def row_sink(i: int, delta: str, finish: str | None) -> None:
-            last = False
-            if finish is None and not delta and not started:
-                started.append(time.monotonic())
-            if finish is not None:
-                job.finished_rows += 1
-                last = job.finished_rows == len(job.rows)
-                if last:  # release before the client hears back, so its next request sees it idle
-                    lease.release()
-                    self.metrics.in_flight.dec()
-                    if started and finish in ("stop", "length"):
-                        self._service_s += 0.2 * (time.monotonic() - started[0] - self._service_s)
+            job.started = job.started or (time.monotonic() if finish is None and not delta else None)
+            job.finished_rows += finish is not None
+            last = finish is not None and job.finished_rows == len(job.rows)
+            if last:  # release before the client hears back, so its next request sees it idle
+                lease.release()
+                self.metrics.in_flight.dec()
+                if job.started and finish in ("stop", "length"):
+                    self._service_s += 0.2 * (time.monotonic() - job.started - self._service_s)
             try:
                 sink(i, delta, finish)
             finally:
