@@ -61,8 +61,10 @@ def prompt_kind(req: ChatRequest) -> str:
     last = req.messages[-1]["content"]
     if "strict, consistent grader" in text:
         return "judge"
-    if last.startswith("You are writing the ideal output"):
-        return "teacher"
+    first = req.messages[0]
+    if last.startswith("You are writing the ideal output") or (
+            first["role"] == "system" and first["content"].startswith("You are writing the ideal output")):
+        return "teacher"  # the built-in prompt, or its few-shot form (instructions in the system turn)
     if "Paraphrase the input below" in last:
         return "paraphrase"
     if last.startswith("You are writing test inputs"):
