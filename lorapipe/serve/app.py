@@ -53,6 +53,9 @@ class ServeSettings:
     default_max_tokens: int = 256  # when a chat request gives no max_tokens
     shutdown_timeout_s: float = 30.0  # how long shutdown waits for running generations
     max_request_bytes: int | None = 4 * 1024 * 1024  # larger bodies get a 413 before they are read; None: no limit
+    # a stream with nothing to send for this long sends an SSE comment (clients ignore it), so a client's
+    # read timeout tells a dead server from one that is busy prefilling; None: never
+    keepalive_s: float | None = 5.0
 
 
 def _error(e: OpenAIError) -> JSONResponse:

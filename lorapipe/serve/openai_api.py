@@ -72,9 +72,22 @@ class _Run:
         self._held.append(event)
         self._check(event[1], event[2])
 
-    async def events(self) -> AsyncIterator[tuple[int, str, str | None]]:
+    async def _next(self, wait_s: float | None) -> tuple[int, str, str | None] | None:
+        if self._held:
+            return self._held.pop()
+        try:
+            return await asyncio.wait_for(self.queue.get(), wait_s)
+        except asyncio.TimeoutError:  # the event stays queued: get() takes it only once it completes
+            return None
+
+    async def events(self, idle_s: float | None = None) -> AsyncIterator[tuple[int, str, str | None] | None]:
+        """The rows' events; ``None`` after ``idle_s`` seconds without one (the server is still at work)."""
         while len(self.finish) < len(self.job.rows):
-            i, delta, fin = self._held.pop() if self._held else await self.queue.get()
+            event = await self._next(idle_s)
+            if event is None:
+                yield None
+                continue
+            i, delta, fin = event
             self._check(delta, fin)
             self.texts[i].append(delta)
             if fin is not None:
@@ -233,7 +246,11 @@ def _sse(request: Request, run: _Run, body: _Body, ident: str, obj: str, *, chat
             if chat:
                 yield chunk([{"index": i, "delta": {"role": "assistant", "content": ""}, "finish_reason": None,
                               "logprobs": None} for i in range(body.n)])
-            async for i, delta, fin in run.events():
+            async for event in run.events(request.app.state.settings.keepalive_s):
+                if event is None:  # a long prefill (or others' prefills): say so before the client gives up
+                    yield ": keep-alive\n\n"
+                    continue
+                i, delta, fin = event
                 if first and delta:
                     ttft.observe(time.perf_counter() - run.started)
                     first = False
