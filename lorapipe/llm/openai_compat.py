@@ -326,13 +326,13 @@ def _read_events(resp: httpx.Response) -> Completion:
     """Assemble choice 0 of a server-sent-events chat stream; _Retry when it breaks off or reports an error."""
     parts: list[str] = []
     finish, usage, done = None, {}, False
-    for line in resp.iter_lines():
-        if not line.startswith("data:"):
+    for line in resp.iter_lines():  # to the end of the body, so the connection can serve the next request
+        if done or not line.startswith("data:"):
             continue  # blank separators, `: keep-alive` comments, `event:` lines
         data = line[5:].strip()
         if data == "[DONE]":
             done = True
-            break
+            continue
         try:
             event = json.loads(data)
             if event.get("error"):

@@ -372,28 +372,38 @@ class _Handler(BaseHTTPRequestHandler):
         return ("timeout" if fault == "timeout" else "ok"), 200, text
 
     def _stream(self, body: dict[str, Any], text: str, finish: str, n: int, usage: dict[str, int]) -> None:
+        """Server-sent events in HTTP/1.1 chunks, so the connection stays open for the next request."""
         fake = self.server.fake
         self.send_response(200)
         self.send_header("Content-Type", "text/event-stream")
         self.send_header("Cache-Control", "no-cache")
-        self.send_header("Connection", "close")  # the stream ends when the connection closes
+        self.send_header("Transfer-Encoding", "chunked")
         self.end_headers()
-        self.close_connection = True
         base = {"id": f"chatcmpl-{n}", "object": "chat.completion.chunk", "created": int(time.time()),
                 "model": body["model"]}
+
+        out: list[bytes] = []
+
+        def event(data: Any) -> None:
+            out.append(f"data: {data if isinstance(data, str) else json.dumps(data)}\n\n".encode())
+
+        def flush() -> None:  # the events so far as one HTTP chunk (a fast server's tokens come together)
+            raw = b"".join(out)
+            out.clear()
+            self.wfile.write(b"%x\r\n%s\r\n" % (len(raw), raw))
+
         pieces = [{"role": "assistant", "content": ""}] + [{"content": w} for w in _split_keep(text)]
         for k, delta in enumerate(pieces):
-            if k:
+            if k and fake.chunk_delay_s:  # a slow generator: each piece goes out on its own, then a pause
+                flush()
                 fake._sleep(fake.chunk_delay_s)
-            chunk = {**base, "choices": [{"index": 0, "delta": delta, "finish_reason": None}]}
-            self.wfile.write(f"data: {json.dumps(chunk)}\n\n".encode())
-            self.wfile.flush()
-        last = {**base, "choices": [{"index": 0, "delta": {}, "finish_reason": finish}]}
-        self.wfile.write(f"data: {json.dumps(last)}\n\n".encode())
+            event({**base, "choices": [{"index": 0, "delta": delta, "finish_reason": None}]})
+        event({**base, "choices": [{"index": 0, "delta": {}, "finish_reason": finish}]})
         if (body.get("stream_options") or {}).get("include_usage"):
-            self.wfile.write(f"data: {json.dumps({**base, 'choices': [], 'usage': usage})}\n\n".encode())
-        self.wfile.write(b"data: [DONE]\n\n")
-        self.wfile.flush()
+            event({**base, "choices": [], "usage": usage})
+        event("[DONE]")
+        flush()
+        self.wfile.write(b"0\r\n\r\n")
 
 
 def _split_keep(text: str) -> list[str]:
