@@ -96,4 +96,5 @@ def serve(ctx: typer.Context,
                max_adapters=max_adapters or sc.max_loaded_adapters, batch_window_ms=sc.batch_window_ms,
                max_batch_size=sc.max_batch_size, allow_unverified=allow_unverified, allow_pickle=allow_pickle,
                watch_interval_s=watch or None, lora_kernel=lora_kernel, queue_timeout_s=sc.queue_timeout_s,
-               max_request_bytes=sc.max_request_bytes, warn=lambda msg: console.print(f"[yellow]{msg}[/]", markup=True, highlight=False))
+               max_request_bytes=sc.max_request_bytes,
+               warn=lambda msg: console.print(f"[yellow]{msg}[/]", markup=True, highlight=False))

@@ -282,8 +282,8 @@ class OpenAICompatLLM:
 
     def _refused(self, status: int, resp: httpx.Response, streamed: bool) -> None:
         if status in RETRYABLE_STATUS or status >= 500:
-            raise _Retry(f"HTTP {status}, body {_excerpt(resp.text)}", parse_retry_after(resp.headers.get("retry-after")),
-                         overload=status in OVERLOAD_STATUS)
+            raise _Retry(f"HTTP {status}, body {_excerpt(resp.text)}",
+                         parse_retry_after(resp.headers.get("retry-after")), overload=status in OVERLOAD_STATUS)
         if streamed and status in (400, 422) and "stream" in resp.text.lower():
             with self._lock:
                 if self._stream:

@@ -8,13 +8,18 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from lorapipe.serve.adapters import BASE_ADAPTER
 from lorapipe.serve.decode import Row
 
-if TYPE_CHECKING:
-    from lorapipe.serve.engine import Engine
+
+class LeaseOwner(Protocol):
+    """What a lease needs from the engine that gave it out."""
+
+    base_version: str
+
+    def _release(self, lease: Lease) -> None: ...
 
 
 @dataclass
@@ -35,7 +40,7 @@ class Lease:
 
     model: str  # the public name asked for
     slot: Slot | None
-    engine: Engine
+    engine: LeaseOwner
     _released: bool = False
 
     @property

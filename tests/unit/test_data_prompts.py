@@ -38,7 +38,8 @@ def test_few_shot_examples_are_prior_turns_after_the_instructions_stated_once(tm
                  cfg.task.quality_criteria[0], cfg.task.negative_criteria[0], "Each user message is one input",
                  "Reply with the output only (bare JSON, no code fences)"):
         assert system.count(part) == 1, part
-    assert msgs[1]["content"] == "Input:\n<<<\nI am Zoe Kim, zoe@k.io\n>>>" and msgs[2]["content"] == '{"name": "Zoe Kim"}'
+    assert msgs[1]["content"] == "Input:\n<<<\nI am Zoe Kim, zoe@k.io\n>>>"
+    assert msgs[2]["content"] == '{"name": "Zoe Kim"}'
     assert msgs[3]["content"] == "Input:\n<<<\nnothing here\n>>>" and msgs[4]["content"] == '{"name": null}'
     assert msgs[5]["content"] == "Input:\n<<<\nBob Stone, bob@stone.io\n>>>"
     # every input's request starts with the same turns: a server computes that prefix once
