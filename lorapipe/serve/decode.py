@@ -54,6 +54,7 @@ class Row:
     emitted: int = 0  # characters of the answer already sent to the sink
     generator: torch.Generator | None = None
     queued_at: float = field(default_factory=time.monotonic)
+    admitted: bool = False  # has a place in the batch (it may still wait for the current forward pass)
 
     def __post_init__(self) -> None:
         if self.params.temperature > 0:

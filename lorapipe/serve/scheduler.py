@@ -8,9 +8,9 @@ meanwhile are prefilled and join the running batch between two steps (continuous
 A failed forward pass fails the rows involved (their sink gets ``finish_reason="error"`` with the
 message as text) and the scheduler keeps serving.
 
-A row's sink hears three kinds of events: ``("", None)`` once, when the row leaves the queue and its
-prompt is about to run (so the HTTP layer can send its headers only then); text deltas; and a final
-``finish_reason``. Besides ``stop``/``length``/``error``, a row can finish ``cancelled`` (its client
+A row's sink hears three kinds of events: ``("", None)`` once, when the row is *admitted* — it has
+a place in the batch: at once when there is room, else when a place frees (the HTTP layer sends its
+headers only then) —; text deltas; and a final ``finish_reason``. Besides ``stop``/``length``/``error``, a row can finish ``cancelled`` (its client
 went away, queued or mid-batch) or ``queue_timeout`` (it could not start within ``queue_timeout_s``):
 every row's sink hears its end exactly once, so nothing it holds (a lease, an in-flight slot) leaks.
 """
@@ -43,6 +43,8 @@ class Scheduler:
         self.batch_window_s, self.max_batch_size = batch_window_s, max_batch_size
         self.queue_timeout_s = queue_timeout_s
         self.prefixes = prefixes  # shared prompt prefixes computed once (see lorapipe.serve.prefix)
+        self._placed = 0  # rows in the running batch or on their way into it (under the lock)
+        self._joinable = True  # new rows can join the running batch between steps
         self._cv = threading.Condition()
         self._pending: deque[Row] = deque()
         self._commands: deque[tuple[Callable[[], Any], Future | None]] = deque()
@@ -73,11 +75,20 @@ class Scheduler:
 
     # ------------------------------------------------------------------ work from other threads
     def submit(self, rows: list[Row]) -> None:
+        """Queue ``rows``; those the batch has room for are admitted at once (see the module docstring)."""
         with self._cv:
             if self._stopping or self._thread is None:
                 raise EngineClosed("the server is shutting down; retry on another replica")
+            room = self.max_batch_size - self._placed - sum(r.admitted for r in self._pending)
+            if not (self._joinable or self._placed == 0):
+                room = 0
+            admitted = rows[:max(0, room)]
+            for row in admitted:
+                row.admitted = True
             self._pending.extend(rows)
             self._cv.notify_all()
+        for row in admitted:  # even while the scheduler is inside a long forward pass
+            row.sink("", None)
 
     def enqueue(self, fn: Callable[[], Any]) -> None:
         """Run ``fn`` on the scheduler thread between two steps, without waiting for it."""
@@ -131,7 +142,7 @@ class Scheduler:
         for row in self._pending:
             if row.cancelled():
                 out.append((row, "cancelled"))
-            elif limit is not None and now - row.queued_at > limit:
+            elif limit is not None and not row.admitted and now - row.queued_at > limit:
                 out.append((row, "queue_timeout"))
             else:
                 keep.append(row)
@@ -160,6 +171,7 @@ class Scheduler:
             self._run_commands()
             with self._cv:
                 busy = batch is not None and len(batch) > 0
+                self._placed = len(batch) if busy else 0
                 if not busy:
                     if not self._pending:
                         if self._stopping and not self._commands:
@@ -175,6 +187,8 @@ class Scheduler:
                 expired = self._expired()
                 room = self.max_batch_size - (len(batch) if busy else 0)
                 new = self._take_rows(room) if (not busy or mergeable) else []
+                self._placed += len(new)
+                self._joinable = mergeable
             for row, reason in expired:  # sinks run outside the lock: they may release leases
                 row.finish_reason = reason
                 row.sink("", reason)
@@ -182,8 +196,9 @@ class Scheduler:
                 row.finish_reason = "cancelled"
                 row.sink("", "cancelled")
             new = [r for r in new if r.finish_reason is None]
-            for row in new:
-                row.sink("", None)  # leaves the queue: its prompt runs now
+            for row in [r for r in new if not r.admitted]:  # waited for a place: its prompt runs now
+                row.admitted = True
+                row.sink("", None)
             try:
                 if new:
                     fresh = self._prefill(new)

@@ -113,14 +113,19 @@ def metric(srv: ServerThread, name: str) -> float:
     raise AssertionError(f"{name} is not on /metrics")
 
 
-def slow_steps(monkeypatch, engine: Engine, delay_s: float) -> None:
-    """Make every forward pass of ``engine`` take at least ``delay_s`` (a slow device, a busy CPU)."""
+def slow_steps(monkeypatch, engine: Engine, delay_s: float):
+    """Make every forward pass of ``engine`` take at least ``delay_s`` (a slow device, a busy CPU);
+    the returned event is set when one starts."""
+    import threading
     import time
 
     real = engine._forward
+    started = threading.Event()
 
     def slow(*args):
+        started.set()
         time.sleep(delay_s)
         return real(*args)
 
     monkeypatch.setattr(engine, "_forward", slow)
+    return started

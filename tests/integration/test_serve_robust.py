@@ -169,8 +169,11 @@ def test_requests_queued_past_the_queue_timeout_get_503_with_retry_after(world, 
 
 def test_a_stream_with_nothing_to_send_yet_tells_the_client_the_server_is_at_work(world, monkeypatch):
     engine = world.engine()
-    slow_steps(monkeypatch, engine, 1.0)  # each forward pass: longer than the client waits for a byte
+    busy = slow_steps(monkeypatch, engine, 1.5)  # each forward pass: longer than the client waits for a byte
     with live_server(engine, ServeSettings(watch_interval_s=None, keepalive_s=0.2)) as (srv, _):
+        first = threading.Thread(target=lambda: chat(srv, timeout=120, max_tokens=3))
+        first.start()
+        assert busy.wait(30)  # the scheduler is inside a forward pass: the next request has room but waits
         body = {"model": "ad0", "messages": QUESTION, "max_tokens": 2, "stream": True}
         with httpx.stream("POST", f"{srv.url}/v1/chat/completions", json=body,
                           timeout=httpx.Timeout(60, read=0.8)) as r:
@@ -178,6 +181,7 @@ def test_a_stream_with_nothing_to_send_yet_tells_the_client_the_server_is_at_wor
         assert ": keep-alive" in lines and [x for x in lines if x][-1] == "data: [DONE]"
         stream = client(srv).chat.completions.create(model="ad0", messages=QUESTION, max_tokens=2, stream=True)
         assert [c.choices[0].finish_reason for c in stream if c.choices][-1] in ("stop", "length")
+        first.join(120)
 
 
 def test_not_found_shows_no_server_path(world):
