@@ -8,11 +8,12 @@ meanwhile are prefilled and join the running batch between two steps (continuous
 A failed forward pass fails the rows involved (their sink gets ``finish_reason="error"`` with the
 message as text) and the scheduler keeps serving.
 
-A row's sink hears three kinds of events: ``("", None)`` once, when the row is *admitted* — it has
-a place in the batch: at once when there is room, else when a place frees (the HTTP layer sends its
-headers only then) —; text deltas; and a final ``finish_reason``. Besides ``stop``/``length``/``error``, a row can finish ``cancelled`` (its client
-went away, queued or mid-batch) or ``queue_timeout`` (it could not start within ``queue_timeout_s``):
-every row's sink hears its end exactly once, so nothing it holds (a lease, an in-flight slot) leaks.
+A row's sink hears three kinds of events: ``("", None)`` once, when the row is *admitted* (it has a
+place in the batch: at once when there is room, else when a place frees; the HTTP layer sends its
+headers only then); text deltas; and a final ``finish_reason``. Besides ``stop``/``length``/``error``,
+a row can finish ``cancelled`` (its client went away, queued or mid-batch) or ``queue_timeout`` (no
+place freed within ``queue_timeout_s``): every row's sink hears its end exactly once, so nothing it
+holds (a lease, an in-flight slot) leaks.
 """
 
 from __future__ import annotations
