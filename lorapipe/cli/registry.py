@@ -212,8 +212,8 @@ def promote_cmd(ref: RefArg, alias: Annotated[str, typer.Argument(help="e.g. pro
 
 @app.command("rollback")
 def rollback_cmd(name: Annotated[str, typer.Argument(help="NAME, or NAME@ALIAS.", show_default=False)],
-                 alias: Annotated[str | None, typer.Argument(help="Alias to move back (default: prod, or the one in NAME@ALIAS).")]
-                 = None,
+                 alias: Annotated[str | None, typer.Argument(
+                     help="Alias to move back (default: prod, or the one in NAME@ALIAS).")] = None,
                  message: Annotated[str | None, typer.Option("--message", "-m", help="Why.")] = None,
                  registry: RegistryOpt = None, as_json: JsonOpt = False) -> None:
     """Move an alias back to the version it pointed at before its last promote."""

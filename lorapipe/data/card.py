@@ -75,8 +75,9 @@ def _edge_cases(manifest: Manifest | None, augment: dict[str, list[dict[str, Any
     for cat, q in quotas.items():
         origin = f"edge:{cat}"
         kept = [r for r in augment.get("augmented.jsonl", []) if r.get("meta", {}).get("origin") == origin]
+        rejected = augment.get("rejected.jsonl", [])
         out[cat] = {"quota": q.get("quota", 0), "accepted": len(kept),
-                    "rejected": sum(r.get("meta", {}).get("origin") == origin for r in augment.get("rejected.jsonl", [])),
+                    "rejected": sum(r.get("meta", {}).get("origin") == origin for r in rejected),
                     "variants": dict(sorted(Counter(r["meta"].get("variant", "?") for r in kept).items()))}
     return out
 
@@ -149,8 +150,8 @@ def build_card(cfg: Any, dirs: dict[str, str | Path], tokenizer: Any = None,
         "top_reasons": [{"reason": k, "rows": v} for k, v in by_reason.most_common(10)],
         "score_histogram": hist,
         "origin_mix": dict(sorted(origins.items())),
-        "token_lengths": {"tokenizer": "whitespace" if tokenizer is None else getattr(tokenizer, "name_or_path", "tokenizer"),
-                          **lengths},
+        "token_lengths": {"tokenizer": "whitespace" if tokenizer is None
+                          else getattr(tokenizer, "name_or_path", "tokenizer"), **lengths},
         "teacher": _llm_usage("teacher", manifests, llms.get("teacher")),
         "judge": _llm_usage("judge", manifests, llms.get("judge")),
         "stage_metrics": {k: m.metrics for k, m in manifests.items()},

@@ -62,7 +62,8 @@ td.num{font-variant-numeric:tabular-nums;text-align:right}
 .metrics td:first-child{color:#475569}
 pre{white-space:pre-wrap;word-break:break-word;margin:0;font:12.5px/1.45 ui-monospace,"DejaVu Sans Mono",monospace;
 max-height:180px;overflow:auto;background:#f8fafc;border-radius:8px;padding:8px 10px}
-.score{display:inline-block;border-radius:999px;padding:1px 9px;font-size:12px;font-weight:700;color:#fff;margin-bottom:6px}
+.score{display:inline-block;border-radius:999px;padding:1px 9px;font-size:12px;font-weight:700;color:#fff;
+margin-bottom:6px}
 .badge{display:inline-block;border-radius:6px;padding:2px 8px;font-size:12px;font-weight:700;white-space:nowrap}
 .ref{margin-top:6px;font-size:11px;color:#64748b;text-transform:uppercase;letter-spacing:.05em}
 pre.reference{background:#f0fdf4;max-height:90px}
@@ -181,12 +182,13 @@ def _analysis_block(title: str, analysis: dict[str, Any], labels: dict[str, str]
         f'<td><pre>{escape(json.dumps(w["output_value"], ensure_ascii=False))}</pre></td>'
         f'<td class="input"><pre>{escape(w["input"])}</pre></td></tr>'
         for k in MISS_KINDS for w in analysis[worst_arm]["worst"][k])
-    worst = (f'<h3>Worst misses of the {escape(labels[worst_arm])} model</h3><table class="examples"><thead><tr>'
+    who = escape(labels[worst_arm])
+    worst = (f'<h3>Worst misses of the {who} model</h3><table class="examples"><thead><tr>'
              f'<th>kind</th><th>field</th><th>reference</th><th>answer</th><th>input</th></tr></thead><tbody>{rows}'
-             f'</tbody></table>' if rows else f'<p class="muted">The {escape(labels[worst_arm])} model missed no field.</p>')
+             f'</tbody></table>' if rows else f'<p class="muted">The {who} model missed no field.</p>')
     return (f'<h3>{escape(title)}</h3><div class="grid2"><table class="metrics"><thead><tr><th>exact match per field'
-            f'</th>{head}</tr></thead><tbody>{fields}</tbody></table><table class="metrics"><thead><tr><th>wrong fields, '
-            f'by kind</th>{head}</tr></thead><tbody>{kinds}</tbody></table></div>{worst}')
+            f'</th>{head}</tr></thead><tbody>{fields}</tbody></table><table class="metrics"><thead><tr>'
+            f'<th>wrong fields, by kind</th>{head}</tr></thead><tbody>{kinds}</tbody></table></div>{worst}')
 
 
 def _error_analysis(ab: dict[str, Any]) -> str:

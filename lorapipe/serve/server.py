@@ -63,7 +63,8 @@ class ServerThread:
         self.stop()
 
 
-def run(*, base: str, adapters: Path | None = None, registry: str | None = None, host: str = "127.0.0.1", port: int = 8000, keys: Path | None = None,
+def run(*, base: str, adapters: Path | None = None, registry: str | None = None, host: str = "127.0.0.1",
+        port: int = 8000, keys: Path | None = None,
         max_adapters: int = 8, batch_window_ms: float = 5.0, max_batch_size: int = 16,
         allow_unverified: bool = False, allow_pickle: bool = False, watch_interval_s: float | None = 1.0,
         lora_kernel: str = "stacked", device: str | None = None, queue_timeout_s: float | None = 30.0,

@@ -231,7 +231,8 @@ def test_check_sets_are_answered_by_every_arm_and_analysed_per_field(setup, tmp_
     result = json.loads((tmp_path / "evaluate" / "ab.json").read_text())
     assert sum(ticks) == 2 * (2 + 3)  # two arms answer the eval rows and the check set
     cs = result["extra_sets"]["unseen"]
-    assert cs["n"] == 3 and set(cs["arms"]) == {"base", "tuned"} and [e["id"] for e in cs["examples"]] == ["u0", "u1", "u2"]
+    assert cs["n"] == 3 and set(cs["arms"]) == {"base", "tuned"}
+    assert [e["id"] for e in cs["examples"]] == ["u0", "u1", "u2"]
     assert cs["arms"]["tuned"]["exact_match"] == 0.0  # a random model
     assert cs["analysis"]["tuned"]["per_field"]["name"]["exact"] == 0.0
     assert "name" in result["analysis"]["base"]["per_field"]  # the eval split is analysed too

@@ -153,7 +153,8 @@ def test_a_python_teacher_writes_edge_cases_from_the_purpose_and_the_card_shows_
     m = augment.run(cfg, teacher, None, tmp_path / "scored.jsonl", tmp_path / "aug")
     added = read_jsonl(tmp_path / "aug" / "augmented.jsonl")[len(INPUTS):]
     assert [(r["messages"][1]["content"].split(":")[0], r["meta"]["variant"]) for r in added] == [
-        ("adversarial/prompt_injection #0", "prompt_injection"), ("adversarial/several_candidates #1", "several_candidates"),
+        ("adversarial/prompt_injection #0", "prompt_injection"),
+        ("adversarial/several_candidates #1", "several_candidates"),
         ("adversarial/nothing_to_find #2", "nothing_to_find"), ("adversarial/noise #3", "noise"),
         ("adversarial/prompt_injection #4", "prompt_injection"), ("short/terse #0", "terse"),
         ("short/minimal #1", "minimal"), ("short/fragment #2", "fragment")]
