@@ -81,7 +81,8 @@ def test_check_sets_are_columns_in_show_and_a_drop_is_flagged_in_diff(cli, tmp_p
     human = cli("diff", "contacts@v1", "contacts@v2").stdout
     assert "DROP on check set `unseen`: tuned_exact_match 0.9 -> 0.8 (-0.1)" in human
     assert "`forms`" not in human
-    assert json.loads(cli("diff", "contacts@v2", "contacts@v1", "--json").stdout)["check_set_drops"][0]["set"] == "forms"
+    drops = json.loads(cli("diff", "contacts@v2", "contacts@v1", "--json").stdout)["check_set_drops"]
+    assert drops[0]["set"] == "forms"
     listed = json.loads(cli("ls", "contacts", "--json").stdout)
     assert listed[1]["metrics"]["evaluate.extra_sets.unseen.tuned_exact_match"] == 0.8
 
