@@ -98,7 +98,8 @@ def _styles():
                          f"Please find attached the documents regarding {r.choice(TOPICS)}.",
                          f"Just following up on {r.choice(TOPICS)} — could you confirm by Friday?"])
         return f"{r.choice(['Hi team,', 'Hello,', 'Dear Sir or Madam,', 'Hi there,'])}\n\n{body}\n\n" \
-               f"{r.choice(['Best regards,', 'Kind regards,', 'Cheers,', 'Thanks,', 'Saludos,'])}\n--\n" + "\n".join(lines)
+               f"{r.choice(['Best regards,', 'Kind regards,', 'Cheers,', 'Thanks,', 'Saludos,'])}\n--\n" \
+               + "\n".join(lines)
 
     def forwarded(r, c):
         who = f"{c['name']} <{c['email']}>" if c["email"] else c["name"]
@@ -113,9 +114,11 @@ def _styles():
                 r.choice([f"it's {c['first']} from the meetup", f"{c['name']} here", f"this is {c['name']} lol",
                           f"{c['first']} here (the one with the dog)"])]
         if c["phone"]:
-            bits.append(r.choice([f", text me at {c['phone']}", f". my cell is {c['phone']}", f" — {c['phone']} is my number"]))
+            bits.append(r.choice([f", text me at {c['phone']}", f". my cell is {c['phone']}",
+                                  f" — {c['phone']} is my number"]))
         if c["email"]:
-            bits.append(r.choice([f" or email {c['email']}", f", my email's {c['email']}", f". {c['email']} works too"]))
+            bits.append(r.choice([f" or email {c['email']}", f", my email's {c['email']}",
+                                  f". {c['email']} works too"]))
         bits.append(r.choice([" 👍", "!! see u", " thx", "", " - talk soon"]))
         if c["name"] != c["first"] and "lol" not in bits[1] and "here" not in bits[1]:
             pass
@@ -133,7 +136,8 @@ def _styles():
 
     def voicemail(r, c):
         shown = f"{c['title']} {c['name']}" if c["title"] else c["name"]
-        s = f"Voicemail transcript ({r.randint(0, 2)}:{r.randint(10, 59)}): Hi, this is {shown} calling about {r.choice(TOPICS)}."
+        s = (f"Voicemail transcript ({r.randint(0, 2)}:{r.randint(10, 59)}): Hi, this is {shown} calling about "
+             f"{r.choice(TOPICS)}.")
         if c["phone"]:
             s += f" Please call me back at {c['phone']}."
         if c["email"]:

@@ -71,7 +71,8 @@ def paraphrase(text: str, seed: int) -> str:
     if "\n" in out and r.random() < 0.3:  # flatten the layout, as some mail clients do
         out = " / ".join(part.strip() for part in out.splitlines() if part.strip())
     prefix = r.choice(["", "", "Sent from my phone: ", "[External] ", "Re: ", "Quick note — "])
-    suffix = r.choice(["", "", "\n\nSent from my iPhone", " (please reply asap)", "\n\n-- \nThis email is confidential."])
+    suffix = r.choice(["", "", "\n\nSent from my iPhone", " (please reply asap)",
+                       "\n\n-- \nThis email is confidential."])
     return prefix + out + suffix
 
 
