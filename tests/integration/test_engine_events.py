@@ -63,3 +63,46 @@ def test_kill_mid_train_leaves_a_valid_stream_and_the_resumed_run_appends(projec
     assert resumed_steps[0] > 1 and resumed_steps[-1] == 60  # from the newest checkpoint, not step 1
     assert any(e["type"] == "eval_metrics" and "eval_loss" in e for e in second)
     assert second[-1]["ran"][-2:] == ["train", "evaluate"]
+
+
+def test_requests_that_failed_for_good_are_reported_with_how_to_retry(tmp_path: Path) -> None:
+    """4 of 30 teacher calls fail: `run --json` says so per stage (and the events do), and the next run
+    retries just those."""
+    import json
+    import textwrap
+
+    from typer.testing import CliRunner
+
+    from lorapipe.cli import app
+
+    (tmp_path / "flaky.py").write_text(textwrap.dedent('''
+        import os, re
+        def answer(messages, **params):
+            text = messages[-1]["content"]
+            n = int(re.search(r"message (\\d+)", text).group(1))
+            if n % 8 == 3 and not os.environ.get("FLAKY_FIXED"):
+                raise RuntimeError("endpoint hiccup")
+            return '{"n": %d}' % n
+        '''))
+    (tmp_path / "inputs.jsonl").write_text("".join(json.dumps({"text": f"message {i}"}) + "\n" for i in range(30)))
+    (tmp_path / "pipeline.yaml").write_text(textwrap.dedent("""\
+        task: {name: flaky, description: Echo the number., system_prompt: Echo the number.}
+        data: {inputs: inputs.jsonl}
+        teacher: {kind: python, function: "flaky:answer", cache: false}
+        """))
+    cfg = str(tmp_path / "pipeline.yaml")
+    res = CliRunner().invoke(app, ["--json", "generate", cfg])
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.stdout)["metrics"]["failed"] == 4
+    events = read_events(tmp_path / "runs" / "flaky" / "events.jsonl")
+    assert events[-1]["type"] == "run_finished" and events[-1]["failed"] == {"generate": 4}
+    assert any(e["type"] == "warning" and "rerun the same command to retry only those" in e["text"] for e in events)
+
+    os.environ["FLAKY_FIXED"] = "1"
+    try:
+        res = CliRunner().invoke(app, ["--json", "generate", cfg])
+    finally:
+        del os.environ["FLAKY_FIXED"]
+    assert json.loads(res.stdout)["metrics"]["failed"] == 0
+    started = [e for e in read_events(tmp_path / "runs" / "flaky" / "events.jsonl") if e["type"] == "stage_started"]
+    assert started[-1]["why"] == ["4 failed request(s) to retry"]
