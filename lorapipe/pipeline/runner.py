@@ -224,21 +224,23 @@ class Pipeline:
     def _fingerprint(self, stage: Stage, files: Files) -> tuple[str, dict[str, str]]:
         return fingerprint(self.cfg, stage.deps(files), self.model_hash)
 
-    def why_stale(self, stage: Stage, out: Path, files: Files) -> list[str]:
-        """Why ``stage`` must run (empty: it is up to date): what changed, or what is missing."""
+    def why_stale(self, out: Path, key: tuple[str, dict[str, str]]) -> list[str]:
+        """Why the stage writing ``out`` must run (empty: it is up to date), given its current ``key``
+        (:meth:`_fingerprint`): what changed, or what is missing."""
         old = Manifest.load(out)
         if old is None:
             return ["no finished run"]
         if old.metrics.get("failed"):  # some requests failed for good: give them another chance
             return [f"{old.metrics['failed']} failed request(s) to retry"]
-        config_hash, inputs = self._fingerprint(stage, files)
-        why = changed(old.config_hash, old.inputs, config_hash, inputs)
+        why = changed(old.config_hash, old.inputs, *key)
         if not why and not old.outputs_intact(out):
             why = ["outputs changed on disk"]
         return why
 
     def _run_one(self, stage: Stage, out: Path, files: Files, force: bool, result: RunResult) -> None:
-        why = ["--force"] if force else self.why_stale(stage, out, files)
+        # Hashed once: a stage writes only under `out`, so what it reads is the same after its body.
+        key = self._fingerprint(stage, files)
+        why = ["--force"] if force else self.why_stale(out, key)
         if not why:
             self.events.emit("stage_skipped", stage.name)
             result.skipped.append(stage.name)
@@ -252,8 +254,7 @@ class Pipeline:
         t0 = time.perf_counter()
         try:
             manifest = stage.body(out, files)
-            # The runner's key: recorded once, after the body, over what the stage declared.
-            manifest.config_hash, manifest.inputs = self._fingerprint(stage, files)
+            manifest.config_hash, manifest.inputs = key  # the runner's key, over what the stage declared
             manifest.save(out)
         except BaseException as e:
             self.events.emit("stage_failed", stage.name, error=str(e) or type(e).__name__,
