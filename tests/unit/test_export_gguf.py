@@ -193,3 +193,13 @@ def test_cli_gguf_from_the_adapter_directory(base, tmp_path):
     assert isinstance(res.exception, ConfigError) and "Drop --merge" in str(res.exception)
     res = CliRunner().invoke(app, ["export", "--adapter", str(adapter), "--out", str(out), "--format", "onnx"])
     assert isinstance(res.exception, ConfigError) and "--format must be `hf` or `gguf`" in str(res.exception)
+
+
+def test_gguf_file_of_a_base_spec(base, tmp_path):
+    from lorapipe.models import EMBEDDED, gguf_file
+
+    f = tmp_path / "m.gguf"
+    f.write_bytes(b"GGUF")
+    assert gguf_file(str(f)) == f.resolve() and gguf_file(str(base)) is None and gguf_file("org/name") is None
+    embedded = gguf_file("smollm2-135m-instruct")  # the package's file, found without converting it
+    assert embedded is not None and embedded.name == EMBEDDED["smollm2-135m-instruct"]["gguf"] and embedded.is_file()
