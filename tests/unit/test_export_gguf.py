@@ -203,3 +203,25 @@ def test_gguf_file_of_a_base_spec(base, tmp_path):
     assert gguf_file(str(f)) == f.resolve() and gguf_file(str(base)) is None and gguf_file("org/name") is None
     embedded = gguf_file("smollm2-135m-instruct")  # the package's file, found without converting it
     assert embedded is not None and embedded.name == EMBEDDED["smollm2-135m-instruct"]["gguf"] and embedded.is_file()
+
+
+@pytest.mark.slow
+def test_qk_row_order_is_the_embedded_gguf_files():
+    """The embedded SmolLM2 GGUF was written by llama.cpp's converter: its q/k rows, dequantized, are
+    lorapipe's (transformers') rows in the order :func:`llamacpp.rope_permute` gives; v is unpermuted."""
+    import gguf
+
+    from lorapipe import models
+
+    info = models.resolve("smollm2-135m-instruct")
+    cfg = llamacpp.read_base_config(info.path)
+    tensors = {t.name: t for t in gguf.GGUFReader(str(models.gguf_file("smollm2-135m-instruct"))).tensors}
+    hf = load_file(str(info.path / "model.safetensors"))
+    for name, module, heads in [("attn_q", "q_proj", cfg["num_attention_heads"]),
+                                ("attn_k", "k_proj", cfg["num_key_value_heads"]), ("attn_v", "v_proj", None)]:
+        t = tensors[f"blk.5.{name}.weight"]
+        from_gguf = gguf.quants.dequantize(t.data, t.tensor_type)
+        ours = hf[f"model.layers.5.self_attn.{module}.weight"].float().numpy()
+        np.testing.assert_array_equal(from_gguf, llamacpp.rope_permute(ours, heads) if heads else ours)
+        if heads:
+            assert not np.array_equal(from_gguf, ours)
