@@ -54,8 +54,9 @@ def predict(ctx: typer.Context, config: ConfigArg,
 
 @app.command()
 def export(ctx: typer.Context, source: Annotated[Path | None, typer.Argument(
-               help="pipeline.yaml (supplies the default --adapter RUN/train/adapter and --out), or the adapter "
-                    "directory itself.", show_default=False, metavar="CONFIG|ADAPTER")] = None,
+               help="pipeline.yaml (supplies the default --adapter RUN/train/adapter and --out), the adapter "
+                    "directory itself, or a run directory (its train/adapter).", show_default=False,
+               metavar="CONFIG|ADAPTER")] = None,
            adapter: Annotated[Path | None, typer.Option("--adapter", help="PEFT adapter directory.",
                                                            show_default=False)] = None,
            out: Annotated[Path | None, typer.Option("--out", help="Directory to write: new, empty or an earlier "
@@ -82,6 +83,7 @@ def export(ctx: typer.Context, source: Annotated[Path | None, typer.Argument(
     unmerged adapter's logits), adapter-only in PEFT format for `PeftModel.from_pretrained` and vLLM, or
     (--format gguf) as a llama.cpp LoRA adapter with an Ollama Modelfile: `ollama create NAME -f OUT/Modelfile`."""
     from lorapipe import export as ex
+    from lorapipe.adapter_files import CONFIG_FILE
     from lorapipe.errors import ConfigError
 
     if fmt not in ("hf", "gguf"):
@@ -90,8 +92,10 @@ def export(ctx: typer.Context, source: Annotated[Path | None, typer.Argument(
         raise ConfigError("--merge writes a safetensors model; --format gguf writes the adapter for llama.cpp "
                           "(applied on the base GGUF at run time). Drop --merge, or use --format hf")
     mode: Literal["merge", "adapter", "gguf"] = "gguf" if fmt == "gguf" else "adapter" if merge is False else "merge"
-    if source is not None and source.is_dir():  # the adapter directory itself
-        adapter = adapter or source
+    if source is not None and source.is_dir():  # the adapter directory, or a run directory holding train/adapter
+        run_adapter = source / "train" / "adapter"
+        adapter = adapter or (run_adapter if run_adapter.is_dir() and not (source / CONFIG_FILE).exists()
+                              else source)
     elif source is not None:
         cfg = load(source)
         adapter = adapter or cfg.run_dir / "train" / "adapter"

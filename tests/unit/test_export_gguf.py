@@ -189,6 +189,12 @@ def test_cli_gguf_from_the_adapter_directory(base, tmp_path):
     assert res.exit_code == 0, res.output
     data = json.loads(res.stdout)
     assert data["mode"] == "gguf" and data["metrics"]["gguf_pairs"] == 8 and (out / "adapter.gguf").is_file()
+    run = tmp_path / "run"
+    (run / "train").mkdir(parents=True)
+    adapter.rename(run / "train" / "adapter")  # a run directory: its train/adapter is exported
+    res = CliRunner().invoke(app, ["--json", "export", str(run), "--out", str(out), "--format", "gguf"])
+    assert res.exit_code == 0 and json.loads(res.stdout)["metrics"]["gguf_pairs"] == 8, res.output
+    adapter = run / "train" / "adapter"
     res = CliRunner().invoke(app, ["export", str(adapter), "--out", str(out), "--format", "gguf", "--merge"])
     assert isinstance(res.exception, ConfigError) and "Drop --merge" in str(res.exception)
     res = CliRunner().invoke(app, ["export", "--adapter", str(adapter), "--out", str(out), "--format", "onnx"])
