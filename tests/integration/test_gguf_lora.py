@@ -34,8 +34,10 @@ def tiny(tmp_path_factory):
 
 
 def llamacpp_logits(model_gguf, lora_gguf=None) -> np.ndarray:
+    # an f32 KV cache (llama.cpp's default is f16), so that the comparison with torch is tight
     llm = llama_cpp.Llama(model_path=str(model_gguf), lora_path=str(lora_gguf) if lora_gguf else None,
-                          n_ctx=64, n_batch=64, n_threads=1, logits_all=True, verbose=False)
+                          n_ctx=64, n_batch=64, n_threads=1, logits_all=True, verbose=False,
+                          type_k=llama_cpp.GGML_TYPE_F32, type_v=llama_cpp.GGML_TYPE_F32)
     try:
         llm.eval(IDS)
         return np.array(llm.scores[:len(IDS)], dtype=np.float32)
@@ -56,17 +58,17 @@ def torch_logits(base, adapter=None) -> np.ndarray:
 
 def test_tiny_base_gguf_matches_transformers(tiny):
     base, base_gguf = tiny
-    np.testing.assert_allclose(llamacpp_logits(base_gguf), torch_logits(base), atol=2e-4, rtol=0)
+    np.testing.assert_allclose(llamacpp_logits(base_gguf), torch_logits(base), atol=1e-5, rtol=0)  # seen: 2.4e-7
 
 
 ALL = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
 
 @pytest.mark.parametrize("kwargs,dtype,atol", [
-    ({"r": 4, "lora_alpha": 8, "target_modules": ALL}, "f32", 2e-4),
+    ({"r": 4, "lora_alpha": 8, "target_modules": ALL}, "f32", 1e-5),  # seen: 5e-7
     ({"r": 8, "lora_alpha": 4, "use_rslora": True, "target_modules": ALL, "rank_pattern": {"k_proj": 2},
-      "alpha_pattern": {"layers.1.mlp.down_proj": 16}}, "f32", 2e-4),
-    ({"r": 4, "lora_alpha": 8, "target_modules": ["q_proj", "v_proj", "down_proj"]}, "f16", 3e-2),
+      "alpha_pattern": {"layers.1.mlp.down_proj": 16}}, "f32", 1e-5),  # seen: 8e-7
+    ({"r": 4, "lora_alpha": 8, "target_modules": ["q_proj", "v_proj", "down_proj"]}, "f16", 2e-3),  # seen: 1.8e-4
 ], ids=["plain", "rslora-patterns", "f16"])
 def test_exported_adapter_in_llamacpp_matches_peft(tiny, tmp_path, kwargs, dtype, atol):
     base, base_gguf = tiny
@@ -74,7 +76,7 @@ def test_exported_adapter_in_llamacpp_matches_peft(tiny, tmp_path, kwargs, dtype
     ex.run(adapter, tmp_path / "out", mode="gguf", gguf_dtype=dtype)
     got = llamacpp_logits(base_gguf, tmp_path / "out" / llamacpp.ADAPTER_FILE)
     want = torch_logits(base, adapter)
-    assert np.abs(want - torch_logits(base)).max() > 0.5  # the adapter changes the model a lot...
+    assert np.abs(want - torch_logits(base)).max() > 0.2  # the adapter changes the logits by 0.5-1...
     np.testing.assert_allclose(got, want, atol=atol, rtol=0)  # ...and llama.cpp applies exactly that change
     assert (got.argmax(-1) == want.argmax(-1)).all()
 
@@ -86,7 +88,7 @@ def test_without_the_qk_row_order_llamacpp_disagrees(tiny, tmp_path, monkeypatch
     monkeypatch.setitem(llamacpp.ARCHITECTURES, "LlamaForCausalLM", ("llama", False))
     ex.run(adapter, tmp_path / "out", mode="gguf")
     got = llamacpp_logits(base_gguf, tmp_path / "out" / llamacpp.ADAPTER_FILE)
-    assert np.abs(got - torch_logits(base, adapter)).max() > 1e-2
+    assert np.abs(got - torch_logits(base, adapter)).max() > 1e-2  # seen: 0.1
 
 
 # --- the embedded SmolLM2 GGUF --------------------------------------------------------------------
