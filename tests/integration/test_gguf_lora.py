@@ -93,9 +93,10 @@ def test_without_the_qk_row_order_llamacpp_disagrees(tiny, tmp_path, monkeypatch
 
 # --- the embedded SmolLM2 GGUF --------------------------------------------------------------------
 
-SYSTEM = "Reply with the sender's first name in capitals, then the word DONE."
+SYSTEM = "Reply with the sender's first name only, as: Name: <first name>."
 FIRST = ["Ann", "Bob", "Carla", "Dmitri", "Elif", "Femi", "Greta", "Hiro", "Ines", "Jonas", "Kemal", "Lena",
-         "Mateo", "Nadia", "Omar", "Priya", "Quinn", "Rosa", "Sven", "Tara", "Umar", "Vera", "Wei", "Ximena"]
+         "Mateo", "Nadia", "Omar", "Priya", "Quinn", "Rosa", "Sven", "Tara", "Umar", "Vera", "Wei", "Ximena",
+         "Yusuf", "Zoe", "Aiko", "Bruno", "Chloe", "Dario", "Emma", "Farid", "Gino", "Hana", "Ivan", "Julia"]
 LAST = ["Lee", "Stone", "Diaz", "Ivanov", "Kaya", "Adeyemi", "Berg", "Sato", "Ruiz", "Weber", "Demir", "Novak"]
 
 
@@ -106,8 +107,11 @@ def rows(names):
                f"Thanks for the update.\n-- {first} {LAST[(i + 3) % len(LAST)]}",
                f"Please call me back, this is {first}."][i % 3]
         out.append({"messages": [{"role": "user", "content": msg},
-                                 {"role": "assistant", "content": f"{first.upper()} DONE"}]})
+                                 {"role": "assistant", "content": f"Name: {first}."}]})
     return out
+
+
+UPPER = ", ".join(str(i) for i in range(18, 30))  # SmolLM2-135M has 30 layers: training the top 12 is faster
 
 
 @pytest.mark.slow
@@ -116,15 +120,15 @@ def test_smollm2_adapter_in_llamacpp_answers_as_lorapipe(tmp_path):
     from lorapipe.config import load_config
     from lorapipe.train import trainer
 
-    train_rows, eval_rows = rows(FIRST[:16]), rows(FIRST[16:])
+    train_rows, eval_rows = rows(FIRST[:16]), rows(FIRST[16:])  # 16 to train on, 20 held out
     (tmp_path / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in train_rows))
     (tmp_path / "pipeline.yaml").write_text(textwrap.dedent(f"""\
         task: {{name: gguf, description: d, system_prompt: "{SYSTEM}"}}
         base_model: smollm2-135m-instruct
         data: {{train_file: train.jsonl}}
-        lora: {{r: 8, lora_alpha: 16, lora_dropout: 0.0}}
-        train: {{max_steps: 24, per_device_train_batch_size: 4, gradient_accumulation_steps: 1,
-                learning_rate: 1.0e-3, warmup_ratio: 0.0, load_best_model_at_end: false, save_steps: 1000}}
+        lora: {{r: 8, lora_alpha: 16, lora_dropout: 0.0, layers_to_transform: [{UPPER}]}}
+        train: {{max_steps: 16, per_device_train_batch_size: 4, gradient_accumulation_steps: 1,
+                learning_rate: 2.0e-3, warmup_ratio: 0.0, load_best_model_at_end: false, save_steps: 1000}}
         """))
     cfg = load_config(tmp_path / "pipeline.yaml")
     trainer.run(cfg, tmp_path / "train.jsonl", None, tmp_path / "run")
@@ -137,8 +141,8 @@ def test_smollm2_adapter_in_llamacpp_answers_as_lorapipe(tmp_path):
     model, tok, info = models.load("smollm2-135m-instruct")
     convs = [[{"role": "system", "content": SYSTEM}, r["messages"][0]] for r in eval_rows]
     tuned = models.load_adapter(model, adapter, base=info)
-    ours = [g.text for g in generation.generate(tuned, tok, convs, max_new_tokens=12)]
-    assert sum(a.endswith("DONE") for a in ours) >= len(ours) - 1, ours  # the adapter learnt the task
+    ours = [g.text for g in generation.generate(tuned, tok, convs, max_new_tokens=10)]
+    assert sum(a.startswith("Name: ") for a in ours) >= len(ours) - 2, ours  # the adapter learnt the task
 
     prompts = generation.render_prompts(tok, convs)
     theirs, theirs_base = [], []
@@ -150,10 +154,11 @@ def test_smollm2_adapter_in_llamacpp_answers_as_lorapipe(tmp_path):
                 ids = tok(p, add_special_tokens=False)["input_ids"]
                 # llama.cpp's own tokenizer reads the rendered prompt (what Ollama sends) as lorapipe does
                 assert llm.tokenize(p.encode(), add_bos=False, special=True) == ids
-                out = llm.create_completion(ids, max_tokens=12, temperature=0.0, top_k=1)
+                out = llm.create_completion(ids, max_tokens=10, temperature=0.0, top_k=1)
                 answers.append(out["choices"][0]["text"].strip())
         finally:
             llm.close()
     same = sum(a == b for a, b in zip(ours, theirs))
+    print(f"llama.cpp + exported adapter vs lorapipe: {same}/{len(ours)} identical greedy answers")
     assert same >= 0.95 * len(ours), list(zip(ours, theirs))
     assert sum(a != b for a, b in zip(theirs, theirs_base)) >= 0.9 * len(ours), list(zip(theirs, theirs_base))
