@@ -92,10 +92,9 @@ def export(ctx: typer.Context, source: Annotated[Path | None, typer.Argument(
         raise ConfigError("--merge writes a safetensors model; --format gguf writes the adapter for llama.cpp "
                           "(applied on the base GGUF at run time). Drop --merge, or use --format hf")
     mode: Literal["merge", "adapter", "gguf"] = "gguf" if fmt == "gguf" else "adapter" if merge is False else "merge"
-    if source is not None and source.is_dir():  # the adapter directory, or a run directory holding train/adapter
-        run_adapter = source / "train" / "adapter"
-        adapter = adapter or (run_adapter if run_adapter.is_dir() and not (source / CONFIG_FILE).exists()
-                              else source)
+    if source is not None and source.is_dir():  # the adapter directory, a run's (RUN/train) or a train stage's
+        found = [d for d in (source, source / "train" / "adapter", source / "adapter") if (d / CONFIG_FILE).is_file()]
+        adapter = adapter or (found[0] if found else source)
     elif source is not None:
         cfg = load(source)
         adapter = adapter or cfg.run_dir / "train" / "adapter"
