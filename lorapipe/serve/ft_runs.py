@@ -20,6 +20,7 @@ loss, token accuracy and perplexity come from the train stage's evaluation of th
 
 from __future__ import annotations
 
+import calendar
 import csv
 import io
 import json
@@ -133,7 +134,7 @@ def to_job_events(e: dict[str, Any], latest: dict[str, Any]) -> list[tuple[str, 
 
 def event_time(e: dict[str, Any]) -> int:
     try:
-        return int(time.mktime(time.strptime(str(e["ts"])[:19], "%Y-%m-%dT%H:%M:%S")) - time.timezone)
+        return calendar.timegm(time.strptime(str(e["ts"])[:19], "%Y-%m-%dT%H:%M:%S"))  # ts is UTC
     except (KeyError, ValueError):
         return int(time.time())
 
