@@ -9,9 +9,9 @@ function niceStep(span, count) {
   return (n <= 1 ? 1 : n <= 2 ? 2 : n <= 5 ? 5 : 10) * mag;
 }
 
-function ticks(lo, hi, count) {
-  if (!(hi > lo)) { const pad = Math.abs(lo) * 0.05 || 1; lo -= pad; hi += pad; }
-  const step = niceStep(hi - lo, count);
+function ticks(lo, hi, count, integer) {
+  if (!(hi > lo)) { const pad = integer ? 1 : Math.abs(lo) * 0.05 || 1; lo -= pad; hi += pad; }
+  const step = integer ? Math.max(1, niceStep(hi - lo, count)) : niceStep(hi - lo, count);
   const start = Math.floor(lo / step) * step, end = Math.ceil(hi / step) * step;
   const out = [];
   for (let v = start; v <= end + step / 2; v += step) out.push(Number(v.toPrecision(12)));
@@ -42,7 +42,7 @@ export function lineChart(host, opts) {
     const node = svg("svg", { width, height, viewBox: `0 0 ${width} ${height}`, role: "img",
       "aria-label": `${opts.title || "chart"}: ${opts.yLabel} by ${opts.xLabel}`, "data-points": pts.length });
     const xs = pts.map(p => p[0]), ys = pts.map(p => p[1]);
-    const xt = ticks(xs.length ? Math.min(...xs) : 0, xs.length ? Math.max(...xs) : 1, Math.max(2, Math.floor(width / 90)));
+    const xt = ticks(xs.length ? Math.min(...xs) : 0, xs.length ? Math.max(...xs) : 1, Math.max(2, Math.floor(width / 90)), opts.integerX);
     const yt = ticks(ys.length ? Math.min(...ys) : 0, ys.length ? Math.max(...ys) : 1, 4);
     const X = v => m.l + (v - xt.lo) / (xt.hi - xt.lo || 1) * (width - m.l - m.r);
     const Y = v => height - m.b - (v - yt.lo) / (yt.hi - yt.lo || 1) * (height - m.t - m.b);

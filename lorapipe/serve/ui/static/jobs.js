@@ -123,7 +123,7 @@ export async function jobPage(main, { signal, params }) {
   const counts = el("p", { class: "muted num", id: "curve-count" });
   const log = el("ul", { class: "log" });
   main.append(section("Job", info), section("Loss", chartHost, counts), section("Events", log));
-  const chart = lineChart(chartHost, { title: "loss", xLabel: "step", yLabel: "loss (nats/token)", empty: "no training steps yet", series: [] });
+  const chart = lineChart(chartHost, { title: "loss", xLabel: "step", yLabel: "loss (nats/token)", empty: "no training steps yet", integerX: true, series: [] });
   const events = new Map();
   let after = null;
 

@@ -55,13 +55,14 @@ export async function registryPage(main, { signal, params, navigate }) {
     versions.replaceChildren(
       el("div", { class: "field inline" }, el("label", { for: "alias-name" }, "Alias to move"), alias,
         el("span", { id: "alias-help", class: "muted" }, "prod is what a plain name serves")),
-      el("table", { class: "list" },
+      el("table", { class: "list stack" },
         el("thead", {}, el("tr", {}, ["Version", "Created", "Message", "Parent", "Aliases", ...metricKeys.map(k => k.split(".").pop()), ""]
           .map(h => el("th", {}, h)))),
         el("tbody", {}, [...info.versions].reverse().map(v => el("tr", { "data-version": v.version },
-          el("td", {}, el("code", {}, v.ref)), el("td", { class: "num" }, fmtTime(v.created)), el("td", {}, v.message || "–"),
-          el("td", {}, v.parent || "–"), el("td", { class: "aliases" }, v.aliases.join(", ") || "–"),
-          ...metricKeys.map(k => el("td", { class: "num" }, fmtNum((v.metrics || {})[k]))),
+          el("td", {}, el("code", {}, v.ref)), el("td", { class: "num", "data-label": "created" }, fmtTime(v.created)),
+          el("td", { "data-label": "message" }, v.message || "–"), el("td", { "data-label": "parent" }, v.parent || "–"),
+          el("td", { class: "aliases", "data-label": "aliases" }, v.aliases.join(", ") || "–"),
+          ...metricKeys.map(k => el("td", { class: "num", "data-label": k.split(".").pop() }, fmtNum((v.metrics || {})[k]))),
           el("td", {}, el("button", { type: "button", class: "promote", "aria-label": `Promote ${v.ref}`,
             onclick: () => move("promote", v.version, alias.value.trim()) }, "Promote")))))),
       el("div", { class: "row" }, el("button", { type: "button", id: "rollback",

@@ -17,16 +17,17 @@ export async function runsPage(main, { signal }) {
   async function load() {
     try {
       const runs = (await api("/v1/runs", { signal })).data;
-      runsBox.replaceChildren(runs.length ? el("table", { class: "list" },
+      runsBox.replaceChildren(runs.length ? el("table", { class: "list stack" },
         el("thead", {}, el("tr", {}, el("th", {}, "Run"), el("th", {}, "Status"), el("th", {}, "Stages"), el("th", {}, "Updated"))),
         el("tbody", {}, runs.map(r => el("tr", {},
           el("td", {}, el("a", { href: `/ui/runs/${encodeURIComponent(r.id)}` }, r.id)),
-          el("td", {}, badge(r.status)), el("td", {}, stageChips(r.stages)), el("td", { class: "num" }, fmtTime(r.updated))))))
+          el("td", {}, badge(r.status)), el("td", {}, stageChips(r.stages)),
+          el("td", { class: "num", "data-label": "updated" }, fmtTime(r.updated))))))
         : el("p", { class: "muted" }, "No run folders here yet. Start the server with --runs DIR."));
     } catch (e) { runsBox.replaceChildren(errorBox(e)); }
     try {
       const jobs = (await api("/v1/fine_tuning/jobs?limit=50", { signal })).data;
-      jobsBox.replaceChildren(jobs.length ? el("table", { class: "list" },
+      jobsBox.replaceChildren(jobs.length ? el("table", { class: "list stack" },
         el("thead", {}, el("tr", {}, el("th", {}, "Job"), el("th", {}, "Status"), el("th", {}, "Model"), el("th", {}, "Created"))),
         el("tbody", {}, jobs.map(j => el("tr", {},
           el("td", {}, el("a", { href: `/ui/jobs/${encodeURIComponent(j.id)}` }, j.id)), el("td", {}, badge(j.status)),
@@ -95,7 +96,7 @@ export async function runPage(main, { signal, params }) {
   const log = el("ul", { class: "log" });
   main.append(section("Stages", progress, stagesBox), section("Loss", chartHost, counts));
   const chart = lineChart(chartHost, { title: "loss", xLabel: "step", yLabel: "loss (nats/token)",
-    empty: "no training steps yet", series: [] });
+    empty: "no training steps yet", integerX: true, series: [] });
 
   function render() {
     const stages = STAGE_ORDER.filter(s => view.stages[s] || run.stages.some(x => x.name === s)).map(s => {
@@ -146,7 +147,8 @@ export async function runPage(main, { signal, params }) {
           el("td", {}, m), names.map(n => el("td", { class: "num" }, fmtNum(arms[n][m])))))))));
   }
   if (run.report) {
-    const frame = el("iframe", { class: "report", title: "A/B report", sandbox: "" });
+    // no scripts run in it; same-origin only so the browser renders it in-process (screenshots, printing)
+    const frame = el("iframe", { class: "report", title: "A/B report", sandbox: "allow-same-origin" });
     main.append(section("Report", frame));
     api(`/v1/runs/${encodeURIComponent(runId)}/report`, { signal }).then(html => { frame.srcdoc = html; }).catch(() => {});
   }
