@@ -43,7 +43,7 @@ export async function dataPage(main, { signal, params, navigate }) {
   const kindBar = el("div", { class: "tabs", role: "group", "aria-label": "Kind of rows" });
   const origin = el("select", { id: "f-origin" });
   const reason = el("select", { id: "f-reason" });
-  const minScore = el("input", { id: "f-min-score", type: "number", min: 0, max: 5, step: 0.5, value: state.min_score, inputmode: "decimal" });
+  const minScore = el("input", { id: "f-min-score", type: "number", min: 0, max: 5, step: "any", value: state.min_score, inputmode: "decimal" });
   const q = el("input", { id: "f-q", type: "search", value: state.q, placeholder: "words in input, output, rationale…" });
   const status = el("p", { class: "muted num", id: "rows-status", role: "status", "aria-live": "polite" });
   const list = el("div", { class: "rows", id: "rows" });

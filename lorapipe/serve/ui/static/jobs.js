@@ -56,7 +56,7 @@ export async function newJobPage(main, { signal, navigate }) {
   const suffix = el("input", { id: "j-suffix", maxlength: 40, placeholder: "e.g. contacts" });
   const epochs = el("input", { id: "j-epochs", type: "number", min: 1, max: 50, placeholder: "auto" });
   const batch = el("input", { id: "j-batch", type: "number", min: 1, max: 256, placeholder: "auto" });
-  const lr = el("input", { id: "j-lr", type: "number", min: 0.01, max: 10, step: 0.01, placeholder: "auto" });
+  const lr = el("input", { id: "j-lr", type: "number", min: 0.01, max: 10, step: "any", placeholder: "auto" });
   const preview = el("div", { id: "j-preview" });
   const problems = el("div", { id: "j-problems", role: "status", "aria-live": "polite" });
   const submit = el("button", { type: "submit", class: "primary", id: "j-submit", disabled: true }, "Start fine-tune");

@@ -14,8 +14,8 @@ export async function playgroundPage(main, { signal }) {
       el("input", { type: "checkbox", name: "model", value: m, id: `m-${i}`, checked: initial.includes(m) }), " ", m)));
   const system = el("textarea", { id: "p-system", rows: 2, placeholder: "optional; the same for every model" });
   const prompt = el("textarea", { id: "p-prompt", rows: 4, required: true, placeholder: "Type a message…" });
-  const temperature = el("input", { id: "p-temperature", type: "number", min: 0, max: 2, step: 0.1, value: 0 });
-  const topP = el("input", { id: "p-top-p", type: "number", min: 0.01, max: 1, step: 0.05, value: 1 });
+  const temperature = el("input", { id: "p-temperature", type: "number", min: 0, max: 2, step: "any", value: 0 });
+  const topP = el("input", { id: "p-top-p", type: "number", min: 0.01, max: 1, step: "any", value: 1 });
   const maxTokens = el("input", { id: "p-max-tokens", type: "number", min: 1, max: 4096, step: 1, value: 128 });
   const seed = el("input", { id: "p-seed", type: "number", step: 1, placeholder: "none" });
   const send = el("button", { type: "submit", class: "primary", id: "p-send" }, "Send");
