@@ -48,6 +48,11 @@ def serve(ctx: typer.Context,
           lora_kernel: Annotated[str, typer.Option("--lora-kernel", help="Builtin engine: `stacked` (fast per-row "
                                                    "LoRA on linear layers) or `peft` (PEFT's mixed batches: also "
                                                    "embedding LoRA, modules_to_save...).")] = "stacked",
+          data_dir: Annotated[Path | None, typer.Option("--data-dir", help="Where uploaded files, fine-tuning "
+                                                           "jobs (SQLite queue, runs) and, without --registry, "
+                                                           "their adapters live (default: $LORAPIPE_DATA_DIR, else "
+                                                           "~/.local/share/lorapipe/serve).",
+                                                           show_default=False)] = None,
           engine: Annotated[str, typer.Option("--engine", help="`builtin` (this process) or `vllm` (vLLM's "
                                               "server behind a lorapipe proxy that keeps keys and hot-swap; "
                                               "CUDA, pip install vllm).")] = "builtin",
@@ -59,8 +64,10 @@ def serve(ctx: typer.Context,
                                                                  "serve`, repeatable, e.g. --vllm-arg=--dtype "
                                                                  "--vllm-arg=bfloat16.")] = None) -> None:
     """Serve the base model and every adapter in --adapters over an OpenAI-compatible API
-    (/v1/chat/completions, /v1/completions, /v1/models) and a browser UI at /ui, with hot-swap (/admin/adapters, the
-    directory watch, registry aliases), API keys per tenant, /health and /metrics."""
+    (/v1/chat/completions, /v1/completions, /v1/models), with hot-swap (/admin/adapters, the
+    directory watch, registry aliases), API keys per tenant, /health and /metrics; OpenAI's
+    Files and fine-tuning jobs API (/v1/files, /v1/fine_tuning/jobs): jobs train the base model and
+    their `ft:` models are served at once; and a browser UI at /ui (runs, data, playground, registry)."""
     from lorapipe.config import ServeConfig
     from lorapipe.serve import server
 
@@ -71,11 +78,6 @@ def serve(ctx: typer.Context,
         from lorapipe.errors import ConfigError
 
         raise ConfigError(f"--engine: `{engine}` is not an engine; use `builtin` or `vllm`")
-    if adapters is None and registry is None:
-        from lorapipe.errors import ConfigError
-
-        raise ConfigError("serve: nothing to serve adapters from; pass --adapters DIR (a folder of adapter "
-                          "folders) and/or --registry URL")
     if engine == "vllm":
         from lorapipe.serve import vllm
 
@@ -99,6 +101,6 @@ def serve(ctx: typer.Context,
                max_adapters=max_adapters or sc.max_loaded_adapters, batch_window_ms=sc.batch_window_ms,
                max_batch_size=sc.max_batch_size, allow_unverified=allow_unverified, allow_pickle=allow_pickle,
                watch_interval_s=watch or None, lora_kernel=lora_kernel, queue_timeout_s=sc.queue_timeout_s,
-               max_request_bytes=sc.max_request_bytes,
+               max_request_bytes=sc.max_request_bytes, data_dir=data_dir,
                runs=runs or (cfg.run_dir.parent if cfg is not None else None),
                warn=lambda msg: console.print(f"[yellow]{msg}[/]", markup=True, highlight=False))

@@ -32,6 +32,7 @@ from lorapipe.errors import ServeError
 from lorapipe.manifest import MANIFEST, sha256_file
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]*$")
+FT_NAME_RE = re.compile(r"^ft:[A-Za-z0-9_.-]+:[A-Za-z0-9_.-]+:[A-Za-z0-9_.-]*:[A-Za-z0-9]+(:ckpt-step-[0-9]+)?$")
 BASE_ADAPTER = "__base__"  # PEFT's name for "no adapter" in a mixed batch
 
 
@@ -49,6 +50,8 @@ class AdapterRejected(ServeError):
 
 def validate_name(name: str) -> str:
     """Return ``name`` if it is a safe adapter name, else raise :class:`InvalidAdapterName`."""
+    if isinstance(name, str) and len(name) <= 256 and FT_NAME_RE.match(name):  # fine-tuned: never a path
+        return name
     if not isinstance(name, str) or len(name) > 128 or not NAME_RE.match(name) or ".." in name:
         raise InvalidAdapterName(f"adapter name {name!r} is invalid: use at most 128 letters, digits and `_ . @ -`, "
                          "starting with a letter or digit, without `..`")

@@ -60,6 +60,9 @@ def registry_of(source: Any) -> Registry | None:
 
 def _registry(request: Request) -> Registry:
     reg = registry_of(request.app.state.engine.source)
+    fine_tuning = getattr(request.app.state, "fine_tuning", None)
+    if reg is None and fine_tuning is not None:  # no --registry: the one fine-tuning jobs push to
+        reg = fine_tuning.registry
     if reg is None:
         raise OpenAIError(404, "this server serves no registry: start it with `lorapipe serve --registry URL`",
                           code="not_found")
