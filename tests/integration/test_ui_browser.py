@@ -304,3 +304,40 @@ def test_new_finetune_previews_and_checks_the_file(tabs, tmp_path, artifacts, wi
     assert page.locator("#j-preview tbody tr").count() == 5
     assert page.locator("#j-submit").is_enabled()
     tab.shot(artifacts, "new")
+
+
+def test_a_job_started_from_the_ui_goes_live_and_its_curve_gains_points(tabs, tmp_path, artifacts, world):
+    import json
+
+    good = tmp_path / "train.jsonl"
+    words = ["apple", "river", "stone", "cloud", "tiger", "piano", "lemon", "rocket", "garden", "silver", "forest",
+             "candle"]
+    good.write_text("".join(json.dumps({"messages": [{"role": "user", "content": f"Example {i}: say {w}"},
+                                                     {"role": "assistant", "content": f"{w} {i}"}]}) + "\n"
+                            for i, w in enumerate(words)))
+    tab = tabs(1280)
+    page = tab.open("/ui/new")
+    page.set_input_files("#j-file", str(good))
+    page.wait_for_selector("#j-problems:has-text('12 rows, no problems found')")
+    page.select_option("#j-model", world.base.name)
+    page.fill("#j-suffix", "ui-test")
+    page.fill("#j-epochs", "3")
+    page.fill("#j-batch", "2")
+    page.click("#j-submit")
+    page.wait_for_url(re.compile(r"/ui/jobs/ftjob-"))
+    job_id = page.url.rsplit("/", 1)[1]
+    seen = []
+    deadline = time.monotonic() + 600
+    while "succeeded" not in page.locator("#job-status").inner_text():
+        assert time.monotonic() < deadline and "failed" not in page.locator("#job-status").inner_text(), \
+            page.inner_text("main")
+        n = int(page.locator(".chart svg").get_attribute("data-points"))
+        if not seen or seen[-1] != n:
+            seen.append(n)
+        page.wait_for_timeout(200)
+    page.wait_for_selector("text=Compare it with its base in the playground")
+    n = int(page.locator(".chart svg").get_attribute("data-points"))
+    assert n >= 6 and len(set(seen + [n])) >= 2, seen  # 18 steps (12 rows x 3 epochs / 2): points came in
+    tab.shot(artifacts, "job")
+    page.click("a[data-nav=runs]")
+    page.wait_for_selector(f"a[href='/ui/jobs/{job_id}']")

@@ -86,15 +86,20 @@ def build_ui_world(root: Path, base: Path) -> UIWorld:
 
 
 def make_app(world: UIWorld, cache: Path, **settings):
-    """The app `lorapipe serve --registry REG --runs DIR --keys ...` builds (same factory, same sources)."""
+    """The app `lorapipe serve --registry REG --runs DIR --data-dir D --keys ...` builds (the same factory and
+    sources as lorapipe.serve.server.run: fine-tuned models first, then the registry)."""
+    from lorapipe.serve.adapters import ChainedAdapterSource
     from lorapipe.serve.app import ServeSettings, create_app
     from lorapipe.serve.auth import KeyStore
     from lorapipe.serve.engine import Engine
+    from lorapipe.serve.ft_worker import FineTuning
     from lorapipe.serve.registry_source import RegistryAdapterSource
 
     keys = KeyStore.from_dict({"admin_keys": [ADMIN_KEY],
                                "keys": {TENANT_KEY: {"tenant": "alice", "adapters": ["other-*"]}}})
-    source = RegistryAdapterSource(world.registry, cache, include_versions=True)
+    fine_tuning = FineTuning(cache / "data", str(world.base), registry=str(world.registry))
+    source = ChainedAdapterSource([fine_tuning.source,
+                                   RegistryAdapterSource(world.registry, cache, include_versions=True)])
     engine = Engine.from_spec(str(world.base), source=source, base_name=world.base.name, batch_window_ms=5)
     settings.setdefault("watch_interval_s", 0.2)
-    return create_app(ServeSettings(keys=keys, runs_dir=world.runs, **settings), engine)
+    return create_app(ServeSettings(keys=keys, runs_dir=world.runs, fine_tuning=fine_tuning, **settings), engine)

@@ -125,7 +125,6 @@ export async function jobPage(main, { signal, params }) {
   main.append(section("Job", info), section("Loss", chartHost, counts), section("Events", log));
   const chart = lineChart(chartHost, { title: "loss", xLabel: "step", yLabel: "loss (nats/token)", empty: "no training steps yet", integerX: true, series: [] });
   const events = new Map();
-  let after = null;
 
   async function poll() {
     const job = await api(`/v1/fine_tuning/jobs/${encodeURIComponent(id)}`, { signal });
@@ -136,18 +135,19 @@ export async function jobPage(main, { signal, params }) {
       hyperparameters: JSON.stringify(hp), error: job.error && job.error.message ? job.error.message : "–" }));
     if (job.fine_tuned_model) info.append(el("p", {}, el("a", { href: `/ui/playground?model=${encodeURIComponent(job.model)}&model=${encodeURIComponent(job.fine_tuned_model)}` },
       "Compare it with its base in the playground")));
-    // OpenAI lists events newest first; page through everything after the newest one seen
+    // OpenAI lists events newest first and `after` pages to older ones: read from the newest back to
+    // the first event already seen
+    let cursor = null;
     for (;;) {
       const q = new URLSearchParams({ limit: 100 });
-      if (after) q.set("after", after);
+      if (cursor) q.set("after", cursor);
       const page = await api(`/v1/fine_tuning/jobs/${encodeURIComponent(id)}/events?${q}`, { signal });
       const fresh = page.data.filter(e => !events.has(e.id));
       fresh.forEach(e => events.set(e.id, e));
-      if (!fresh.length || !page.has_more) break;
-      after = page.data[0].id;
+      if (fresh.length < page.data.length || !page.has_more || !page.data.length) break;
+      cursor = page.data[page.data.length - 1].id;
     }
     const all = [...events.values()].sort((a, b) => a.created_at - b.created_at || String(a.id).localeCompare(String(b.id)));
-    if (all.length) after = all[all.length - 1].id;
     const metric = all.filter(e => e.type === "metrics" && e.data);
     const pts = k => metric.filter(e => typeof e.data[k] === "number").map(e => [e.data.step, e.data[k]]);
     chart.update([{ name: "train loss", color: "var(--c1)", points: pts("train_loss") },
