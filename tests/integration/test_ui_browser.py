@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import threading
 import time
 from pathlib import Path
@@ -83,9 +82,9 @@ class Tab:
         png = artifacts / f"{name}-{self.width}.png"
         self.page.screenshot(path=str(png), full_page=self.width != 1280)
         readme = os.environ.get("LORAPIPE_UI_SCREENSHOTS")
-        if readme:
+        if readme:  # the README's pictures: what a screen shows first, small files
             Path(readme).mkdir(parents=True, exist_ok=True)
-            shutil.copy(png, Path(readme) / png.name)
+            self.page.screenshot(path=str(Path(readme) / png.name), full_page=False)
 
     def close(self, allowed: str | None = None) -> None:
         self.ctx.close()
@@ -275,7 +274,7 @@ def test_promote_with_confirmation_moves_the_served_alias(tabs, server, world):
     page.click("tr[data-version='2'] button.promote")
     page.click("#confirm-ok")
     page.wait_for_selector("#registry-notice:has-text('v1 → v2')")
-    assert prod.locator(".alias-target").inner_text() == "v2"
+    prod.locator(".alias-target:text-is('v2')").wait_for()
     assert page.locator("tr[data-version='2'] .aliases").inner_text() == "prod"
     prod.locator(f"text={ADAPTER}@v2").wait_for()  # the server's watch reloaded it: the UI shows it live
     r = sdk.chat.completions.create(model=f"{ADAPTER}@prod", messages=msg, max_tokens=2)
@@ -336,6 +335,7 @@ def test_a_job_started_from_the_ui_goes_live_and_its_curve_gains_points(tabs, tm
             seen.append(n)
         page.wait_for_timeout(200)
     page.wait_for_selector("text=Compare it with its base in the playground")
+    page.wait_for_selector("#curve-count:has-text('18 train points')")  # 12 rows x 3 epochs / batch 2, each once
     n = int(page.locator(".chart svg").get_attribute("data-points"))
     assert n >= 6 and len(set(seen + [n])) >= 2, seen  # 18 steps (12 rows x 3 epochs / 2): points came in
     tab.shot(artifacts, "job")

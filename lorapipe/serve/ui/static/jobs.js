@@ -149,10 +149,12 @@ export async function jobPage(main, { signal, params }) {
     }
     const all = [...events.values()].sort((a, b) => a.created_at - b.created_at || String(a.id).localeCompare(String(b.id)));
     const metric = all.filter(e => e.type === "metrics" && e.data);
-    const pts = k => metric.filter(e => typeof e.data[k] === "number").map(e => [e.data.step, e.data[k]]);
-    chart.update([{ name: "train loss", color: "var(--c1)", points: pts("train_loss") },
+    // a validation event repeats the last train metrics: train points come from training events only
+    const train = metric.filter(e => e.data.valid_loss === undefined && e.data.full_valid_loss === undefined);
+    const pts = (k, from = metric) => from.filter(e => typeof e.data[k] === "number").map(e => [e.data.step, e.data[k]]);
+    chart.update([{ name: "train loss", color: "var(--c1)", points: pts("train_loss", train) },
       { name: "eval loss", color: "var(--c2)", points: pts("valid_loss").concat(pts("full_valid_loss")), dash: "5 3" }]);
-    counts.textContent = `${pts("train_loss").length} train points · ${all.length} events`;
+    counts.textContent = `${pts("train_loss", train).length} train points · ${all.length} events`;
     log.replaceChildren(...all.slice(-15).reverse().map(e => el("li", { class: e.level },
       el("span", { class: "num muted" }, fmtTime(e.created_at)), " ", e.message)));
     return job;

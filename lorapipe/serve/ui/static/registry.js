@@ -88,8 +88,8 @@ export async function registryPage(main, { signal, params, navigate }) {
     try {
       const r = await api(`/v1/registry/${encodeURIComponent(name)}/${action}`, { method: "POST",
         json: action === "promote" ? { version, alias } : { alias } });
-      notice.textContent = r.changed ? `${name}@${alias}: v${r.previous ?? "–"} → v${r.target}` : `${name}@${alias} already points at v${r.target}`;
       await refresh();
+      notice.textContent = r.changed ? `${name}@${alias}: v${r.previous ?? "–"} → v${r.target}` : `${name}@${alias} already points at v${r.target}`;
     } catch (e) { notice.replaceChildren(errorBox(e)); }
   }
 
