@@ -26,6 +26,9 @@ def serve(ctx: typer.Context,
                                                           "(a path or fsspec URL): `name` (its prod alias, else "
                                                           "the newest), `name@v3`, `name@prod`; moving an alias "
                                                           "hot-swaps.", show_default=False)] = None,
+          runs: Annotated[Path | None, typer.Option("--runs", help="Folder of run folders for /v1/runs and the "
+                                                       "browser UI at /ui (default: the folder of the config's "
+                                                       "run dir).", show_default=False)] = None,
           host: Annotated[str | None, typer.Option("--host", help="Interface (default: serve.host, "
                                                       "127.0.0.1).", show_default=False)] = None,
           port: Annotated[int | None, typer.Option("--port", help="Port (default: serve.port, 8000).",
@@ -62,9 +65,9 @@ def serve(ctx: typer.Context,
                                                                  "--vllm-arg=bfloat16.")] = None) -> None:
     """Serve the base model and every adapter in --adapters over an OpenAI-compatible API
     (/v1/chat/completions, /v1/completions, /v1/models), with hot-swap (/admin/adapters, the
-    directory watch, registry aliases), API keys per tenant, /health and /metrics; and OpenAI's
+    directory watch, registry aliases), API keys per tenant, /health and /metrics; OpenAI's
     Files and fine-tuning jobs API (/v1/files, /v1/fine_tuning/jobs): jobs train the base model and
-    their `ft:` models are served at once."""
+    their `ft:` models are served at once; and a browser UI at /ui (runs, data, playground, registry)."""
     from lorapipe.config import ServeConfig
     from lorapipe.serve import server
 
@@ -99,4 +102,5 @@ def serve(ctx: typer.Context,
                max_batch_size=sc.max_batch_size, allow_unverified=allow_unverified, allow_pickle=allow_pickle,
                watch_interval_s=watch or None, lora_kernel=lora_kernel, queue_timeout_s=sc.queue_timeout_s,
                max_request_bytes=sc.max_request_bytes, data_dir=data_dir,
+               runs=runs or (cfg.run_dir.parent if cfg is not None else None),
                warn=lambda msg: console.print(f"[yellow]{msg}[/]", markup=True, highlight=False))

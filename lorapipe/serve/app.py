@@ -28,6 +28,7 @@ import logging
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -56,6 +57,7 @@ class ServeSettings:
     # a stream with nothing to send for this long sends an SSE comment (clients ignore it), so a client's
     # read timeout tells a dead server from one that is busy prefilling; None: never
     keepalive_s: float | None = 5.0
+    runs_dir: Path | None = None  # run folders for /v1/runs and the UI (`--runs DIR`); None: no runs API
     # the Files and fine-tuning jobs API (lorapipe.serve.ft_worker.FineTuning); None: not served
     fine_tuning: Any = None
     max_upload_bytes: int | None = 512 * 1024 * 1024  # POST /v1/files bodies (training files) may be this large
@@ -180,7 +182,8 @@ class _BodyLimitMiddleware:
 
 def create_app(settings: ServeSettings, engine: Engine) -> FastAPI:
     """Build the server around a ready :class:`Engine` (started and stopped by the app's lifespan)."""
-    from lorapipe.serve import admin_api, openai_api, ops_api
+    from lorapipe.serve import admin_api, openai_api, ops_api, registry_api, runs_api, ui
+    from lorapipe.serve.runs import RunStore
     from lorapipe.serve.watch import AdapterWatcher
 
     @contextlib.asynccontextmanager
@@ -210,10 +213,14 @@ def create_app(settings: ServeSettings, engine: Engine) -> FastAPI:
     app.state.settings = settings
     app.state.engine = engine
     app.state.started = int(time.time())
+    app.state.runs = RunStore(settings.runs_dir) if settings.runs_dir is not None else None
     _install_error_handlers(app)
     app.include_router(openai_api.router)
     app.include_router(admin_api.router)
     app.include_router(ops_api.router)
+    app.include_router(runs_api.router)
+    app.include_router(registry_api.router)
+    app.include_router(ui.router)  # the browser UI at /ui calls the routers above, like any client
     if settings.fine_tuning is not None:
         from lorapipe.serve import files_api, ft_api
 

@@ -82,7 +82,8 @@ def run(*, base: str, adapters: Path | None = None, registry: str | None = None,
         max_adapters: int = 8, batch_window_ms: float = 5.0, max_batch_size: int = 16,
         allow_unverified: bool = False, allow_pickle: bool = False, watch_interval_s: float | None = 1.0,
         lora_kernel: str = "stacked", device: str | None = None, queue_timeout_s: float | None = 30.0,
-        max_request_bytes: int | None = 4 * 1024 * 1024, data_dir: Path | None = None, warn: Any = print) -> None:
+        max_request_bytes: int | None = 4 * 1024 * 1024, data_dir: Path | None = None, runs: Path | None = None,
+        warn: Any = print) -> None:
     """Load the base once, then serve it and the adapters under ``adapters`` and/or in ``registry`` (a
     registry URL: ``name``, ``name@vN``, ``name@ALIAS``; moving an alias hot-swaps) until interrupted.
 
@@ -123,7 +124,7 @@ def run(*, base: str, adapters: Path | None = None, registry: str | None = None,
                               require_manifest=not allow_unverified, allow_pickle=allow_pickle,
                               lora_kernel=lora_kernel, device=device, queue_timeout_s=queue_timeout_s)
     settings = ServeSettings(keys=store, watch_interval_s=watch_interval_s, max_request_bytes=max_request_bytes,
-                             fine_tuning=fine_tuning)
+                             fine_tuning=fine_tuning, runs_dir=runs)
     app = create_app(settings, engine)
     log.info("serving `%s` with adapters from %s on http://%s:%d; fine-tuning data in %s", base_name,
              " and ".join(str(x) for x in (adapters, registry) if x is not None) or "fine-tuning jobs", host, port,
