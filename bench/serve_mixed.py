@@ -34,8 +34,8 @@ sys.path.insert(0, str(ROOT))
 
 import torch
 
+from lorapipe.decoding.batch import SamplingParams
 from lorapipe.serve.adapters import DirectoryAdapterSource
-from lorapipe.serve.decode import SamplingParams
 from lorapipe.serve.engine import Engine
 from lorapipe.testing import build_tiny_adapter, build_tiny_model
 
