@@ -45,6 +45,9 @@ def serve(ctx: typer.Context,
           lora_kernel: Annotated[str, typer.Option("--lora-kernel", help="Builtin engine: `stacked` (fast per-row "
                                                    "LoRA on linear layers) or `peft` (PEFT's mixed batches: also "
                                                    "embedding LoRA, modules_to_save...).")] = "stacked",
+          weights: Annotated[str | None, typer.Option("--weights", help="Builtin engine, Llama models on CPU: "
+                                                      "base weights `fp16` (faster) or `fp32` (default: the "
+                                                      "config's inference.weights, fp16).")] = None,
           engine: Annotated[str, typer.Option("--engine", help="`builtin` (this process) or `vllm` (vLLM's "
                                               "server behind a lorapipe proxy that keeps keys and hot-swap; "
                                               "CUDA, pip install vllm).")] = "builtin",
@@ -58,11 +61,12 @@ def serve(ctx: typer.Context,
     """Serve the base model and every adapter in --adapters over an OpenAI-compatible API
     (/v1/chat/completions, /v1/completions, /v1/models), with hot-swap (/admin/adapters, the
     directory watch, registry aliases), API keys per tenant, /health and /metrics."""
-    from lorapipe.config import ServeConfig
+    from lorapipe.config import InferenceConfig, ServeConfig
     from lorapipe.serve import server
 
     cfg = load(config) if config is not None else None
     sc = cfg.serve if cfg is not None else ServeConfig()
+    ic = cfg.inference if cfg is not None else InferenceConfig()
     spec = base or (cfg.base_model if cfg is not None else server.DEFAULT_BASE)
     if engine not in ("builtin", "vllm"):
         from lorapipe.errors import ConfigError
@@ -96,5 +100,5 @@ def serve(ctx: typer.Context,
                max_adapters=max_adapters or sc.max_loaded_adapters, batch_window_ms=sc.batch_window_ms,
                max_batch_size=sc.max_batch_size, allow_unverified=allow_unverified, allow_pickle=allow_pickle,
                watch_interval_s=watch or None, lora_kernel=lora_kernel, queue_timeout_s=sc.queue_timeout_s,
-               max_request_bytes=sc.max_request_bytes,
+               max_request_bytes=sc.max_request_bytes, fast=ic.fast, weights=weights or ic.weights,
                warn=lambda msg: console.print(f"[yellow]{msg}[/]", markup=True, highlight=False))
