@@ -39,12 +39,21 @@ def fast_model(model: Any, weights: str) -> FastLlama:
 
 def why_not(model: Any) -> str | None:
     """Why :func:`generate` cannot run ``model`` (a plain or PEFT-wrapped HF model); None when it can."""
-    base = model.get_base_model() if hasattr(model, "peft_config") else model
-    reason = unsupported(base)
-    if reason is None and base is not model:
+    reason = unsupported(_base(model))
+    if reason is None and _has_lora(model):
         table = peft_table(model)
         reason = table if isinstance(table, str) else None
     return reason
+
+
+def _base(model: Any) -> Any:
+    return model.get_base_model() if hasattr(model, "get_base_model") else model
+
+
+def _has_lora(model: Any) -> bool:
+    from peft.tuners.lora.layer import LoraLayer
+
+    return any(isinstance(m, LoraLayer) for m in model.modules())
 
 
 def generate(model: Any, tokenizer: Any, prompts: list[list[int]], *, max_new_tokens: int, temperature: float,
@@ -58,8 +67,8 @@ def generate(model: Any, tokenizer: Any, prompts: list[list[int]], *, max_new_to
     lora: PeftRows | None = None
     base = model
     default = BASE
-    if hasattr(model, "peft_config"):
-        base = model.get_base_model()
+    if _has_lora(model):  # a PeftModel, or a model PEFT injected adapters into
+        base = _base(model)
         found = peft_table(model)
         assert not isinstance(found, str), found
         lora, active = found
