@@ -156,7 +156,7 @@ class FastLlama:
         segments = list(lora.segments) if lora is not None else []
         for i, (block, lin) in enumerate(zip(self.blocks, self.linears, strict=True)):
             att, mlp = block.self_attn, block.mlp
-            h = block.input_layernorm(x)
+            h = _norm(x, block.input_layernorm)
             q, k, v = lin["qkv"](h)
             if segments:
                 _add_lora(h, (q, k, v), (att.q_proj, att.k_proj, att.v_proj), ("q_proj", "k_proj", "v_proj"),
@@ -176,7 +176,7 @@ class FastLlama:
             if segments:
                 _add_lora(o, (a,), (att.o_proj,), ("o_proj",), i, lora, segments, s)
             x = x + a
-            h = block.post_attention_layernorm(x)
+            h = _norm(x, block.post_attention_layernorm)
             g, u = lin["gate_up"](h)
             if segments:
                 _add_lora(h, (g, u), (mlp.gate_proj, mlp.up_proj), ("gate_proj", "up_proj"), i, lora, segments, s)
@@ -185,9 +185,14 @@ class FastLlama:
             if segments:
                 _add_lora(m, (dn,), (mlp.down_proj,), ("down_proj",), i, lora, segments, s)
             x = x + dn
-        last = self.norm(x.view(b, s, -1)[:, -1])
+        last = _norm(x.view(b, s, -1)[:, -1], self.norm)
         (logits,) = self.head(last)
         return logits.float(), cache
+
+
+def _norm(x: torch.Tensor, norm: Any) -> torch.Tensor:
+    """LlamaRMSNorm in one fused op (same formula: x * rsqrt(mean(x^2) + eps) * weight, in fp32)."""
+    return F.rms_norm(x, norm.weight.shape, norm.weight, norm.variance_epsilon)
 
 
 def _rotate_half(x: torch.Tensor) -> torch.Tensor:
