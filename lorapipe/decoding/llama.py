@@ -202,18 +202,20 @@ def _rotate_half(x: torch.Tensor) -> torch.Tensor:
 
 def _add_lora(x: torch.Tensor, outs: tuple[torch.Tensor, ...], modules: tuple[Any, ...], names: tuple[str, ...],
               layer: int, lora: Any, segments: list[tuple[Any, int, int]], tokens: int) -> None:
-    """out[rows of a] += (x[rows of a] @ A^T) @ (B * scaling)^T for each adapter run, in place."""
-    for out, module, name in zip(outs, modules, names, strict=True):
-        views = lora.views(module, layer, name)
-        if views is None:
-            continue
-        for key, start, end in segments:
-            pair = views[key] if not isinstance(views, dict) else views.get(key)
-            if pair is None:
-                continue
-            a_t, b_t = pair
-            rows = slice(start * tokens, end * tokens)
-            out[rows].addmm_(torch.mm(x[rows], a_t), b_t)
+    """out[rows of a] += (x[rows of a] @ A^T) @ (B * scaling)^T for each adapter run, in place.
+
+    The projections in ``outs`` share the input ``x`` (q/k/v, gate/up): each run's rows are cut once."""
+    tables = [(out, views) for out, module, name in zip(outs, modules, names, strict=True)
+              if (views := lora.views(module, layer, name)) is not None]
+    if not tables:
+        return
+    for key, start, end in segments:
+        rows = slice(start * tokens, end * tokens)
+        xs = x[rows]
+        for out, views in tables:
+            pair = views.get(key) if isinstance(views, dict) else views[key]
+            if pair is not None:
+                out[rows].addmm_(torch.mm(xs, pair[0]), pair[1])
 
 
 def runs(adapters: list[str], base: str) -> list[tuple[Any, int, int]]:
