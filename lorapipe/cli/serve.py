@@ -53,6 +53,9 @@ def serve(ctx: typer.Context,
                                                            "their adapters live (default: $LORAPIPE_DATA_DIR, else "
                                                            "~/.local/share/lorapipe/serve).",
                                                            show_default=False)] = None,
+          weights: Annotated[str | None, typer.Option("--weights", help="Builtin engine, Llama models on CPU: "
+                                                      "base weights `fp16` (faster) or `fp32` (default: the "
+                                                      "config's inference.weights, fp16).")] = None,
           engine: Annotated[str, typer.Option("--engine", help="`builtin` (this process) or `vllm` (vLLM's "
                                               "server behind a lorapipe proxy that keeps keys and hot-swap; "
                                               "CUDA, pip install vllm).")] = "builtin",
@@ -68,11 +71,12 @@ def serve(ctx: typer.Context,
     directory watch, registry aliases), API keys per tenant, /health and /metrics; OpenAI's
     Files and fine-tuning jobs API (/v1/files, /v1/fine_tuning/jobs): jobs train the base model and
     their `ft:` models are served at once; and a browser UI at /ui (runs, data, playground, registry)."""
-    from lorapipe.config import ServeConfig
+    from lorapipe.config import InferenceConfig, ServeConfig
     from lorapipe.serve import server
 
     cfg = load(config) if config is not None else None
     sc = cfg.serve if cfg is not None else ServeConfig()
+    ic = cfg.inference if cfg is not None else InferenceConfig()
     spec = base or (cfg.base_model if cfg is not None else server.DEFAULT_BASE)
     if engine not in ("builtin", "vllm"):
         from lorapipe.errors import ConfigError
@@ -103,4 +107,5 @@ def serve(ctx: typer.Context,
                watch_interval_s=watch or None, lora_kernel=lora_kernel, queue_timeout_s=sc.queue_timeout_s,
                max_request_bytes=sc.max_request_bytes, data_dir=data_dir,
                runs=runs or (cfg.run_dir.parent if cfg is not None else None),
+               fast=ic.fast, weights=weights or ic.weights,
                warn=lambda msg: console.print(f"[yellow]{msg}[/]", markup=True, highlight=False))

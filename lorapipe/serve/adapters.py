@@ -28,12 +28,12 @@ from typing import Any, Protocol, runtime_checkable
 
 from lorapipe import adapter_files
 from lorapipe.adapter_files import CONFIG_FILE, PICKLE_WEIGHTS, SAFE_WEIGHTS
+from lorapipe.decoding.batch import BASE_ADAPTER  # PEFT's name for "no adapter" in a mixed batch
 from lorapipe.errors import ServeError
 from lorapipe.manifest import MANIFEST, sha256_file
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]*$")
 FT_NAME_RE = re.compile(r"^ft:[A-Za-z0-9_.-]+:[A-Za-z0-9_.-]+:[A-Za-z0-9_.-]*:[A-Za-z0-9]+(:ckpt-step-[0-9]+)?$")
-BASE_ADAPTER = "__base__"  # PEFT's name for "no adapter" in a mixed batch
 
 
 class AdapterNotFound(ServeError):

@@ -83,6 +83,7 @@ def run(*, base: str, adapters: Path | None = None, registry: str | None = None,
         allow_unverified: bool = False, allow_pickle: bool = False, watch_interval_s: float | None = 1.0,
         lora_kernel: str = "stacked", device: str | None = None, queue_timeout_s: float | None = 30.0,
         max_request_bytes: int | None = 4 * 1024 * 1024, data_dir: Path | None = None, runs: Path | None = None,
+        fast: bool = True, weights: str = "fp16",
         warn: Any = print) -> None:
     """Load the base once, then serve it and the adapters under ``adapters`` and/or in ``registry`` (a
     registry URL: ``name``, ``name@vN``, ``name@ALIAS``; moving an alias hot-swaps) until interrupted.
@@ -122,7 +123,8 @@ def run(*, base: str, adapters: Path | None = None, registry: str | None = None,
     engine = Engine.from_spec(base, source=source, base_name=base_name, max_loaded_adapters=max_adapters,
                               batch_window_ms=batch_window_ms, max_batch_size=max_batch_size,
                               require_manifest=not allow_unverified, allow_pickle=allow_pickle,
-                              lora_kernel=lora_kernel, device=device, queue_timeout_s=queue_timeout_s)
+                              lora_kernel=lora_kernel, device=device, queue_timeout_s=queue_timeout_s,
+                              fast=fast, weights=weights)
     settings = ServeSettings(keys=store, watch_interval_s=watch_interval_s, max_request_bytes=max_request_bytes,
                              fine_tuning=fine_tuning, runs_dir=runs)
     app = create_app(settings, engine)

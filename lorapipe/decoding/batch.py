@@ -26,6 +26,8 @@ from typing import Any
 
 import torch
 
+BASE_ADAPTER = "__base__"  # a row without an adapter (PEFT's name for it in a mixed batch)
+
 # forward(input_ids, attention_mask, position_ids, cache, adapter_names) -> (last logits [B, V], cache)
 Forward = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, Any, list[str]], tuple[torch.Tensor, Any]]
 
@@ -200,8 +202,10 @@ def plain_kv(cache: Any) -> bool:
     """Whether ``cache`` holds plain per-layer key/value tensors that rows can be cut from and joined to."""
     from transformers.cache_utils import DynamicLayer
 
+    from lorapipe.decoding.kv import KVLayer
+
     layers = getattr(cache, "layers", None)
-    return bool(layers) and all(type(layer) is DynamicLayer for layer in layers)
+    return bool(layers) and all(type(layer) in (DynamicLayer, KVLayer) for layer in layers)
 
 
 @dataclass
