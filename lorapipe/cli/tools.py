@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 import typer
 
@@ -54,18 +54,24 @@ def predict(ctx: typer.Context, config: ConfigArg,
 
 
 @app.command()
-def export(ctx: typer.Context, config: Annotated[Path | None, typer.Argument(
-               help="pipeline.yaml; supplies the default --adapter (RUN/train/adapter) and --out.",
-               show_default=False)] = None,
+def export(ctx: typer.Context, source: Annotated[Path | None, typer.Argument(
+               help="pipeline.yaml (supplies the default --adapter RUN/train/adapter and --out), the adapter "
+                    "directory itself, or a run directory (its train/adapter).", show_default=False,
+               metavar="CONFIG|ADAPTER")] = None,
            adapter: Annotated[Path | None, typer.Option("--adapter", help="PEFT adapter directory.",
                                                            show_default=False)] = None,
            out: Annotated[Path | None, typer.Option("--out", help="Directory to write: new, empty or an earlier "
                                                        "export of the same kind (replaced atomically).",
                                                        show_default=False)] = None,
-           merge: Annotated[bool, typer.Option("--merge/--adapter-only",
-                                               help="Merged model (parity-checked) or plain PEFT adapter.")] = True,
+           fmt: Annotated[str, typer.Option("--format", help="`hf`: safetensors (merged or PEFT, see --merge); "
+                                            "`gguf`: a llama.cpp LoRA GGUF plus an Ollama Modelfile.")] = "hf",
+           merge: Annotated[bool | None, typer.Option("--merge/--adapter-only", help="With --format hf: merged "
+                                                      "model (parity-checked, the default) or plain PEFT adapter.",
+                                                      show_default=False)] = None,
            base: Annotated[str | None, typer.Option("--base", help="Base model spec; default: the one the "
                                                        "adapter's manifest records.", show_default=False)] = None,
+           gguf_dtype: Annotated[str, typer.Option("--gguf-dtype", help="With --format gguf: f32 (exact) or "
+                                                   "f16 (half the size).")] = "f32",
            allow_pickle: Annotated[bool, typer.Option("--allow-pickle",
                                                       help="Accept .bin (pickle) weights you trust.")] = False,
            allow_unverified: Annotated[bool, typer.Option("--allow-unverified", help="Accept an adapter without "
@@ -75,27 +81,42 @@ def export(ctx: typer.Context, config: Annotated[Path | None, typer.Argument(
            tolerance: Annotated[float, typer.Option("--tolerance", help="Largest merged-vs-unmerged logit "
                                                     "difference accepted.")] = 1e-4) -> None:
     """Export an adapter: merged into its base as a standard safetensors model (checked against the
-    unmerged adapter's logits), or adapter-only in PEFT format for `PeftModel.from_pretrained` and vLLM."""
+    unmerged adapter's logits), adapter-only in PEFT format for `PeftModel.from_pretrained` and vLLM, or
+    (--format gguf) as a llama.cpp LoRA adapter with an Ollama Modelfile: `ollama create NAME -f OUT/Modelfile`."""
     from lorapipe import export as ex
+    from lorapipe.adapter_files import CONFIG_FILE
+    from lorapipe.errors import ConfigError
 
-    if config is not None:
-        cfg = load(config)
+    if fmt not in ("hf", "gguf"):
+        raise ConfigError(f"--format must be `hf` or `gguf`, got {fmt!r}")
+    if fmt == "gguf" and merge:
+        raise ConfigError("--merge writes a safetensors model; --format gguf writes the adapter for llama.cpp "
+                          "(applied on the base GGUF at run time). Drop --merge, or use --format hf")
+    mode: Literal["merge", "adapter", "gguf"] = "gguf" if fmt == "gguf" else "adapter" if merge is False else "merge"
+    if source is not None and source.is_dir():  # the adapter directory, a run's (RUN/train) or a train stage's
+        found = [d for d in (source, source / "train" / "adapter", source / "adapter") if (d / CONFIG_FILE).is_file()]
+        adapter = adapter or (found[0] if found else source)
+    elif source is not None:
+        cfg = load(source)
         adapter = adapter or cfg.run_dir / "train" / "adapter"
-        out = out or cfg.run_dir / "export" / ("merged" if merge else "adapter")
+        out = out or cfg.run_dir / "export" / {"merge": "merged", "adapter": "adapter", "gguf": "gguf"}[mode]
     if adapter is None or out is None:
-        from lorapipe.errors import ConfigError
-
-        raise ConfigError("export needs --adapter DIR and --out DIR (or a pipeline.yaml to take them from)")
-    m = ex.run(adapter, out, mode="merge" if merge else "adapter", base=base, allow_pickle=allow_pickle,
-               allow_unverified=allow_unverified, force=force, tolerance=tolerance)
+        raise ConfigError("export needs --adapter DIR (or the adapter directory as its argument) and --out DIR, "
+                          "or a pipeline.yaml to take both from")
+    m = ex.run(adapter, out, mode=mode, base=base, allow_pickle=allow_pickle, allow_unverified=allow_unverified,
+               force=force, tolerance=tolerance, gguf_dtype=gguf_dtype)
     diff = m.metrics.get("parity_max_abs_diff")
-    human = f"exported ({'merged' if merge else 'adapter only'}): {out}"
+    kind = {"merge": "merged", "adapter": "adapter only", "gguf": "GGUF adapter"}[mode]
+    human = f"exported ({kind}): {out}"
     if diff is not None:
         human += f"\nparity: max |logit difference| {diff:.3g} (tolerance {tolerance:.3g})"
+    if mode == "gguf":
+        human += (f"\nllama.cpp: llama-cli -m {m.extra.get('base_gguf') or 'BASE.gguf'} --lora {out}/adapter.gguf"
+                  f"\nOllama:    ollama create NAME -f {out}/Modelfile && ollama run NAME")
     for problem in m.extra.get("vllm_problems") or []:
         human += f"\nvLLM will not load it: {problem}"
     emit(ctx, {"out_dir": str(out), "mode": m.extra.get("mode"), "metrics": m.metrics,
-          "vllm_problems": m.extra.get("vllm_problems")}, human)
+          "vllm_problems": m.extra.get("vllm_problems"), "base_gguf": m.extra.get("base_gguf")}, human)
 
 
 @app.command()
