@@ -265,3 +265,13 @@ def _pad_mask(m: torch.Tensor, width: int) -> torch.Tensor:
     if m.shape[1] == width:
         return m
     return torch.cat([m.new_zeros((m.shape[0], width - m.shape[1])), m], dim=1)
+
+
+def common_prefix(a: list[int], b: list[int]) -> int:
+    """Length of the longest common prefix of two token lists (slices compare in C, 64 at a time)."""
+    n, i = min(len(a), len(b)), 0
+    while i + 64 <= n and a[i:i + 64] == b[i:i + 64]:
+        i += 64
+    while i < n and a[i] == b[i]:
+        i += 1
+    return i

@@ -24,19 +24,9 @@ from collections import OrderedDict, deque
 
 import torch
 
-from lorapipe.decoding.batch import Forward, PrefixKV, Row, plain_kv
+from lorapipe.decoding.batch import Forward, PrefixKV, Row, common_prefix, plain_kv
 
 Group = tuple[tuple[PrefixKV, int] | None, list[Row]]
-
-
-def common_prefix(a: list[int], b: list[int]) -> int:
-    """Length of the longest common prefix of two token lists (slices compare in C, 64 at a time)."""
-    n, i = min(len(a), len(b)), 0
-    while i + 64 <= n and a[i:i + 64] == b[i:i + 64]:
-        i += 64
-    while i < n and a[i] == b[i]:
-        i += 1
-    return i
 
 
 class PrefixCache:
