@@ -23,7 +23,7 @@ sys.path.insert(0, str(ROOT))
 from lorapipe.config import load_config
 from lorapipe.data.generate import file_inputs
 from lorapipe.data.prompts import TeacherPrompt
-from lorapipe.serve.decode import SamplingParams
+from lorapipe.decoding.batch import SamplingParams
 from lorapipe.serve.engine import Engine
 
 

@@ -112,7 +112,8 @@ def run(cfg: PipelineConfig, model: Any, tokenizer: Any, inputs: list[dict[str, 
                                   {"role": "user", "content": item["text"]}])
             owners.append((item, s))
     gens = generate(model, tokenizer, conversations, max_new_tokens=p.max_new_tokens, temperature=p.temperature,
-                    batch_size=cfg.evaluate.batch_size, seed=SAMPLE_SEED, progress=progress)
+                    batch_size=cfg.evaluate.batch_size, seed=SAMPLE_SEED, progress=progress, fast=cfg.inference.fast,
+                    weights=cfg.inference.weights)
     scores = score_outputs(cfg, [(item["text"], g.text) for (item, _), g in zip(owners, gens)], judge=judge)
     records = [{"input_id": item["id"], "sample": s, "input": item["text"], "output": g.text,
                 "score": float(sc.score), "subscores": dict(sc.subscores), "reasons": list(sc.reasons),
@@ -125,7 +126,8 @@ def run(cfg: PipelineConfig, model: Any, tokenizer: Any, inputs: list[dict[str, 
                   judge=judge.identity() if judge is not None else None,
                   judge_errors=sum(1 for r in records if r["judge_error"]),
                   mean_completion_tokens=stats.mean([r["completion_tokens"] for r in records]))
-    manifest = Manifest(stage="probe", config_hash=cfg.section_hash("task", "base_model", "probe", "score", "judge"),
+    manifest = Manifest(stage="probe",
+                        config_hash=cfg.section_hash("task", "base_model", "probe", "inference", "score", "judge"),
                         inputs={"inputs": sha256_json(chosen)}, config=cfg.resolved(),
                         metrics={k: result[k] for k in ("verdict", "prompting_enough", "compliance", "mean_score",
                                                         "mean_within_input_variance", "n_inputs", "n_answers")},

@@ -32,6 +32,8 @@ def tiny_model_dir(tmp_path_factory) -> Path:
 
 @pytest.fixture(autouse=True)
 def _isolated_user_dirs(tmp_path, monkeypatch):
-    """Point the registry at the test's tmp dir; the model cache stays shared (converting is slow)."""
+    """Point the registry and the server's data dir at the test's tmp dir; the model cache stays shared
+    (converting is slow)."""
     monkeypatch.setenv("LORAPIPE_REGISTRY", str(tmp_path / "registry"))
+    monkeypatch.setenv("LORAPIPE_DATA_DIR", str(tmp_path / "serve-data"))
     monkeypatch.setenv("LORAPIPE_QUIET", os.environ.get("LORAPIPE_QUIET", "0"))

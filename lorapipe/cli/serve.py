@@ -26,6 +26,9 @@ def serve(ctx: typer.Context,
                                                           "(a path or fsspec URL): `name` (its prod alias, else "
                                                           "the newest), `name@v3`, `name@prod`; moving an alias "
                                                           "hot-swaps.", show_default=False)] = None,
+          runs: Annotated[Path | None, typer.Option("--runs", help="Folder of run folders for /v1/runs and the "
+                                                       "browser UI at /ui (default: the folder of the config's "
+                                                       "run dir).", show_default=False)] = None,
           host: Annotated[str | None, typer.Option("--host", help="Interface (default: serve.host, "
                                                       "127.0.0.1).", show_default=False)] = None,
           port: Annotated[int | None, typer.Option("--port", help="Port (default: serve.port, 8000).",
@@ -45,6 +48,14 @@ def serve(ctx: typer.Context,
           lora_kernel: Annotated[str, typer.Option("--lora-kernel", help="Builtin engine: `stacked` (fast per-row "
                                                    "LoRA on linear layers) or `peft` (PEFT's mixed batches: also "
                                                    "embedding LoRA, modules_to_save...).")] = "stacked",
+          data_dir: Annotated[Path | None, typer.Option("--data-dir", help="Where uploaded files, fine-tuning "
+                                                           "jobs (SQLite queue, runs) and, without --registry, "
+                                                           "their adapters live (default: $LORAPIPE_DATA_DIR, else "
+                                                           "~/.local/share/lorapipe/serve).",
+                                                           show_default=False)] = None,
+          weights: Annotated[str | None, typer.Option("--weights", help="Builtin engine, Llama models on CPU: "
+                                                      "base weights `fp16` (faster) or `fp32` (default: the "
+                                                      "config's inference.weights, fp16).")] = None,
           engine: Annotated[str, typer.Option("--engine", help="`builtin` (this process) or `vllm` (vLLM's "
                                               "server behind a lorapipe proxy that keeps keys and hot-swap; "
                                               "CUDA, pip install vllm).")] = "builtin",
@@ -57,22 +68,20 @@ def serve(ctx: typer.Context,
                                                                  "--vllm-arg=bfloat16.")] = None) -> None:
     """Serve the base model and every adapter in --adapters over an OpenAI-compatible API
     (/v1/chat/completions, /v1/completions, /v1/models), with hot-swap (/admin/adapters, the
-    directory watch, registry aliases), API keys per tenant, /health and /metrics."""
-    from lorapipe.config import ServeConfig
+    directory watch, registry aliases), API keys per tenant, /health and /metrics; OpenAI's
+    Files and fine-tuning jobs API (/v1/files, /v1/fine_tuning/jobs): jobs train the base model and
+    their `ft:` models are served at once; and a browser UI at /ui (runs, data, playground, registry)."""
+    from lorapipe.config import InferenceConfig, ServeConfig
     from lorapipe.serve import server
 
     cfg = load(config) if config is not None else None
     sc = cfg.serve if cfg is not None else ServeConfig()
+    ic = cfg.inference if cfg is not None else InferenceConfig()
     spec = base or (cfg.base_model if cfg is not None else server.DEFAULT_BASE)
     if engine not in ("builtin", "vllm"):
         from lorapipe.errors import ConfigError
 
         raise ConfigError(f"--engine: `{engine}` is not an engine; use `builtin` or `vllm`")
-    if adapters is None and registry is None:
-        from lorapipe.errors import ConfigError
-
-        raise ConfigError("serve: nothing to serve adapters from; pass --adapters DIR (a folder of adapter "
-                          "folders) and/or --registry URL")
     if engine == "vllm":
         from lorapipe.serve import vllm
 
@@ -96,5 +105,7 @@ def serve(ctx: typer.Context,
                max_adapters=max_adapters or sc.max_loaded_adapters, batch_window_ms=sc.batch_window_ms,
                max_batch_size=sc.max_batch_size, allow_unverified=allow_unverified, allow_pickle=allow_pickle,
                watch_interval_s=watch or None, lora_kernel=lora_kernel, queue_timeout_s=sc.queue_timeout_s,
-               max_request_bytes=sc.max_request_bytes,
+               max_request_bytes=sc.max_request_bytes, data_dir=data_dir,
+               runs=runs or (cfg.run_dir.parent if cfg is not None else None),
+               fast=ic.fast, weights=weights or ic.weights,
                warn=lambda msg: console.print(f"[yellow]{msg}[/]", markup=True, highlight=False))

@@ -73,6 +73,8 @@ def _validate_messages(messages: Any) -> str | None:
             return f"messages[{i}].role must be one of {', '.join(ROLES)} (got {m.get('role')!r})"
         if not isinstance(m.get("content"), str):
             return f"messages[{i}].content must be a string"
+        if "weight" in m and (m["role"] != "assistant" or m["weight"] not in (0, 1) or isinstance(m["weight"], bool)):
+            return f"messages[{i}].weight must be 0 or 1, on an assistant message (0: no loss on that reply)"
     if messages[-1]["role"] != "assistant":
         return "the last message must be the assistant's reply (the training target)"
     if not any(m["role"] == "user" for m in messages):
@@ -91,7 +93,9 @@ def normalize_row(obj: Any, system_prompt: str | None = None) -> tuple[dict[str,
         problem = _validate_messages(obj["messages"])
         if problem:
             return None, problem
-        messages = [{"role": m["role"], "content": m["content"]} for m in obj["messages"]]
+        # `weight` 0 on an assistant reply (OpenAI's format): the reply is context, not a target
+        messages = [{"role": m["role"], "content": m["content"], **({"weight": m["weight"]} if "weight" in m else {})}
+                    for m in obj["messages"]]
         if system_prompt and messages[0]["role"] != "system":
             messages.insert(0, {"role": "system", "content": system_prompt})
     elif "instruction" in obj and "output" in obj:

@@ -184,7 +184,8 @@ class _Answerer:
         e = self.cfg.evaluate
         convs = prompts if arm != "few_shot" else [self.prefix + p[-1:] for p in prompts]
         return generate(self.model, self.tokenizer, convs, max_new_tokens=e.max_new_tokens, temperature=e.temperature,
-                        batch_size=e.batch_size, seed=SEED, progress=self.progress)
+                        batch_size=e.batch_size, seed=SEED, progress=self.progress, fast=self.cfg.inference.fast,
+                        weights=self.cfg.inference.weights)
 
     def __call__(self, rows: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
         from lorapipe.data.rubric import score_outputs
@@ -328,8 +329,8 @@ def run(cfg: PipelineConfig, model: Any, tokenizer: Any, eval_rows: list[Row], o
     c = comparisons["tuned_vs_base"]
     ab["verdict"] = {"outcome": c["verdict"], "line": verdict_line(ab)}
 
-    manifest = Manifest(stage="evaluate", config_hash=cfg.section_hash("task", "base_model", "evaluate", "score",
-                                                                      "judge"),
+    manifest = Manifest(stage="evaluate", config_hash=cfg.section_hash("task", "base_model", "evaluate", "inference",
+                                                                      "score", "judge"),
                         inputs={"eval_rows": sha256_json(rows), "adapter": ab["adapter_sha256"],
                                 **{f"extra_set:{k}": sha256_json(v) for k, v in (extra_sets or {}).items()}},
                         config=cfg.resolved(),

@@ -150,11 +150,11 @@ def build(p: Host) -> list[Stage]:
     def evaluate(out: Path, files: Files) -> Manifest:
         return p.evaluate(out, files)
 
-    eval_sections = ("task", "base_model", "evaluate", "score", "judge") + (
+    eval_sections = ("task", "base_model", "evaluate", "inference", "score", "judge") + (
         ("teacher",) if cfg.evaluate.few_shot_arm else ())
     return [
         Stage("probe", (), probe_files,
-              lambda f: Deps(("task", "base_model", "data", "probe", "score", "judge"), f,
+              lambda f: Deps(("task", "base_model", "data", "probe", "inference", "score", "judge"), f,
                              {**checks, **j_code}, {**base, **j_models}),
               probe, enabled=cfg.probe.enabled and (inputs_file is not None or ready)),
         Stage("generate", (), lambda: {"inputs": inputs_file, "template": template},

@@ -11,6 +11,12 @@ Modules, by concern::
     admin_api.py  /admin/adapters (load, replace, unload)
     ops_api.py    /health, /metrics
     watch.py      polls the adapter source and hot-swaps what changed
+    files_api.py  OpenAI's /v1/files (uploads stored by content hash)
+    ft_api.py     OpenAI's /v1/fine_tuning/jobs (+ events, checkpoints, pause/resume), DELETE /v1/models
+    ft_store.py   the data dir: SQLite (files, jobs, events, checkpoints) and blobs
+    ft_validate.py  OpenAI's checks of training files (invalid_n_examples, ...)
+    ft_runs.py    a job as an engine run: its pipeline.yaml, its events read back as OpenAI's
+    ft_worker.py  the queue's worker (one child process per job) and the `ft:` adapter source
     app.py        create_app(settings, engine): routers, error shape, metrics middleware, lifespan
     server.py     uvicorn in the foreground (`lorapipe serve`) or in a thread (tests)
 

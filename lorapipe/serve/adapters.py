@@ -28,11 +28,12 @@ from typing import Any, Protocol, runtime_checkable
 
 from lorapipe import adapter_files
 from lorapipe.adapter_files import CONFIG_FILE, PICKLE_WEIGHTS, SAFE_WEIGHTS
+from lorapipe.decoding.batch import BASE_ADAPTER  # PEFT's name for "no adapter" in a mixed batch
 from lorapipe.errors import ServeError
 from lorapipe.manifest import MANIFEST, sha256_file
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]*$")
-BASE_ADAPTER = "__base__"  # PEFT's name for "no adapter" in a mixed batch
+FT_NAME_RE = re.compile(r"^ft:[A-Za-z0-9_.-]+:[A-Za-z0-9_.-]+:[A-Za-z0-9_.-]*:[A-Za-z0-9]+(:ckpt-step-[0-9]+)?$")
 
 
 class AdapterNotFound(ServeError):
@@ -49,6 +50,8 @@ class AdapterRejected(ServeError):
 
 def validate_name(name: str) -> str:
     """Return ``name`` if it is a safe adapter name, else raise :class:`InvalidAdapterName`."""
+    if isinstance(name, str) and len(name) <= 256 and FT_NAME_RE.match(name):  # fine-tuned: never a path
+        return name
     if not isinstance(name, str) or len(name) > 128 or not NAME_RE.match(name) or ".." in name:
         raise InvalidAdapterName(f"adapter name {name!r} is invalid: use at most 128 letters, digits and `_ . @ -`, "
                          "starting with a letter or digit, without `..`")

@@ -28,6 +28,7 @@ import logging
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -56,6 +57,10 @@ class ServeSettings:
     # a stream with nothing to send for this long sends an SSE comment (clients ignore it), so a client's
     # read timeout tells a dead server from one that is busy prefilling; None: never
     keepalive_s: float | None = 5.0
+    runs_dir: Path | None = None  # run folders for /v1/runs and the UI (`--runs DIR`); None: no runs API
+    # the Files and fine-tuning jobs API (lorapipe.serve.ft_worker.FineTuning); None: not served
+    fine_tuning: Any = None
+    max_upload_bytes: int | None = 512 * 1024 * 1024  # POST /v1/files bodies (training files) may be this large
 
 
 def _error(e: OpenAIError) -> JSONResponse:
@@ -142,20 +147,22 @@ class _BodyLimitMiddleware:
     """413 for a body over ``limit`` bytes: at once when Content-Length says so, else as soon as the
     streamed body passes the limit, so a huge body is never read into memory nor parsed."""
 
-    def __init__(self, app: Any, limit: int | None):
-        self.app, self.limit = app, limit
+    def __init__(self, app: Any, limit: int | None, upload_limit: int | None = None):
+        self.app, self.limit, self.upload_limit = app, limit, upload_limit
 
-    def _error(self) -> StarletteHTTPException:
-        return StarletteHTTPException(413, f"the request body is over this server's limit of {self.limit} bytes "
+    def _error(self, limit: int | None) -> StarletteHTTPException:
+        return StarletteHTTPException(413, f"the request body is over this server's limit of {limit} bytes "
                                       "(serve.max_request_bytes); send a smaller request")
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
-        if scope["type"] != "http" or self.limit is None:
+        # file uploads (training files) have their own, larger limit
+        limit = self.upload_limit if scope.get("path") == "/v1/files" else self.limit
+        if scope["type"] != "http" or limit is None:
             await self.app(scope, receive, send)
             return
         declared = dict(scope.get("headers") or []).get(b"content-length", b"")
-        if declared.isdigit() and int(declared) > self.limit:
-            e = _error(OpenAIError(413, str(self._error().detail), code="request_too_large"))
+        if declared.isdigit() and int(declared) > limit:
+            e = _error(OpenAIError(413, str(self._error(limit).detail), code="request_too_large"))
             e.headers["Connection"] = "close"  # the unread body must not be taken for the next request
             await e(scope, receive, send)
             return
@@ -166,8 +173,8 @@ class _BodyLimitMiddleware:
             message = await receive()
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
-                if seen > self.limit:
-                    raise self._error()
+                if seen > limit:
+                    raise self._error(limit)
             return message
 
         await self.app(scope, limited, send)
@@ -175,12 +182,15 @@ class _BodyLimitMiddleware:
 
 def create_app(settings: ServeSettings, engine: Engine) -> FastAPI:
     """Build the server around a ready :class:`Engine` (started and stopped by the app's lifespan)."""
-    from lorapipe.serve import admin_api, openai_api, ops_api
+    from lorapipe.serve import admin_api, openai_api, ops_api, registry_api, runs_api, ui
+    from lorapipe.serve.runs import RunStore
     from lorapipe.serve.watch import AdapterWatcher
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         engine.start()
+        if settings.fine_tuning is not None:
+            settings.fine_tuning.start()
         watcher = None
         if settings.watch_interval_s and engine.source is not None:
             watcher = AdapterWatcher(engine, engine.source, settings.watch_interval_s).start()
@@ -192,6 +202,9 @@ def create_app(settings: ServeSettings, engine: Engine) -> FastAPI:
                 watcher.stop()
             import anyio.to_thread
 
+            if settings.fine_tuning is not None:  # a running job's child stops; the job resumes on restart
+                await anyio.to_thread.run_sync(settings.fine_tuning.stop)
+
             # finish what is queued and running; uvicorn has already stopped accepting connections
             await anyio.to_thread.run_sync(engine.shutdown, settings.shutdown_timeout_s)
 
@@ -200,10 +213,20 @@ def create_app(settings: ServeSettings, engine: Engine) -> FastAPI:
     app.state.settings = settings
     app.state.engine = engine
     app.state.started = int(time.time())
+    app.state.runs = RunStore(settings.runs_dir) if settings.runs_dir is not None else None
     _install_error_handlers(app)
     app.include_router(openai_api.router)
     app.include_router(admin_api.router)
     app.include_router(ops_api.router)
-    app.add_middleware(_BodyLimitMiddleware, limit=settings.max_request_bytes)
+    app.include_router(runs_api.router)
+    app.include_router(registry_api.router)
+    app.include_router(ui.router)  # the browser UI at /ui calls the routers above, like any client
+    if settings.fine_tuning is not None:
+        from lorapipe.serve import files_api, ft_api
+
+        app.state.fine_tuning = settings.fine_tuning.attach(engine)
+        app.include_router(files_api.router)
+        app.include_router(ft_api.router)
+    app.add_middleware(_BodyLimitMiddleware, limit=settings.max_request_bytes, upload_limit=settings.max_upload_bytes)
     app.add_middleware(_MetricsMiddleware, engine=engine)  # added last: outermost, so it counts the 413s too
     return app

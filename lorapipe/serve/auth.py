@@ -15,6 +15,9 @@ admin keys are listed apart and may use everything, including the admin API::
         base: false                        # may not call the bare base model
 
 Without a keys file the server is open: every caller is an anonymous admin.
+
+Fine-tuned models (``ft:{base}:{org}:{suffix}:{id}``, see :mod:`lorapipe.serve.ft_api`) belong to the
+tenant named in their org slot: that tenant (and admins) may use them, no pattern needed.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from __future__ import annotations
 import fnmatch
 import hashlib
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated
@@ -64,11 +68,19 @@ class Principal:
             return True
         if model == base_name:
             return self.base
+        if model.startswith("ft:"):  # ft:{base}:{org}:{suffix}:{id}: a tenant's own fine-tuned models
+            parts = model.split(":")
+            return len(parts) == 5 and parts[2] == org_slot(self.tenant)
         family = model.split("@", 1)[0]
         return any(fnmatch.fnmatchcase(model, p) or fnmatch.fnmatchcase(family, p) for p in self.adapters)
 
 
 OPEN = Principal("anonymous", admin=True)
+
+
+def org_slot(tenant: str) -> str:
+    """A tenant's name as the org slot of its ``ft:`` model names (letters, digits, ``_ . -``)."""
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", tenant).strip("-")[:64] or "x"
 
 
 def _digest(key: str) -> str:

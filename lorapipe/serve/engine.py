@@ -19,6 +19,10 @@ Two LoRA kernels do the per-row adapters:
 * ``peft``: PEFT's own mixed-batch inference (``adapter_names``, ``"__base__"`` for the bare base),
   for everything PEFT can serve (embedding LoRA, ``modules_to_save``...), ~2-3x slower per step.
 
+With the stacked kernel, a Llama-family base on CPU decodes on lorapipe's lean path
+(:mod:`lorapipe.decoding.llama`: base weights in fp16 or fp32 per ``weights``, LoRA exact in fp32,
+a KV cache written in place); other models, and ``fast=False``, use transformers' forward.
+
 Loaded versions are kept in an LRU of ``max_loaded_adapters``; a version in use is never evicted.
 
 Prompt prefixes that several requests share (a teacher's system prompt and worked examples) are
@@ -41,6 +45,7 @@ from typing import Any
 
 import torch
 
+from lorapipe.decoding.batch import Row, SamplingParams, TextStream
 from lorapipe.errors import ServeError
 from lorapipe.serve.adapters import (
     AdapterNotFound,
@@ -54,7 +59,6 @@ from lorapipe.serve.adapters import (
     validate_name,
     verify_adapter_dir,
 )
-from lorapipe.serve.decode import Row, SamplingParams, TextStream
 from lorapipe.serve.jobs import Job, Lease, Result, Slot
 from lorapipe.serve.lora_batch import StackedLoRA
 from lorapipe.serve.metrics import ServeMetrics
@@ -71,7 +75,8 @@ class Engine:
                  source: AdapterSource | None = None, max_loaded_adapters: int = 8, batch_window_ms: float = 5.0,
                  max_batch_size: int = 16, require_manifest: bool = True, allow_pickle: bool = False,
                  lora_kernel: str = "stacked", metrics: ServeMetrics | None = None,
-                 queue_timeout_s: float | None = None, prefix_cache_tokens: int = 4096):
+                 queue_timeout_s: float | None = None, prefix_cache_tokens: int = 4096, fast: bool = True,
+                 weights: str = "fp16"):
         self.model = model.eval()
         self.tokenizer = tokenizer
         self.base_name = base_name
@@ -95,6 +100,7 @@ class Engine:
             raise ServeError(f"lora_kernel must be `stacked` or `peft`, got {lora_kernel!r}")
         self.lora_kernel = lora_kernel
         self._stacked = StackedLoRA() if lora_kernel == "stacked" else None
+        self._fast = self._fast_path(model, weights) if fast and self._stacked is not None else None
         # transformers 5.2x renamed `past_key_values` to `cache`; older models still take the old name
         params = inspect.signature(model.forward).parameters
         self._cache_kwarg = "cache" if "cache" in params else "past_key_values"
@@ -122,6 +128,19 @@ class Engine:
         model, tok, info = load(spec, device=device)
         return cls(model, tok, base_name=kwargs.pop("base_name", None) or spec, base_identity=info.identity(),
                    source=source, **kwargs)
+
+    @staticmethod
+    def _fast_path(model: Any, weights: str) -> Any:
+        """lorapipe's lean decode path for this model (:mod:`lorapipe.decoding.llama`), or None: transformers'."""
+        from lorapipe.decoding.llama import WEIGHTS, FastLlama, unsupported
+
+        if weights not in WEIGHTS:
+            raise ServeError(f"weights must be one of {', '.join(WEIGHTS)}, got {weights!r}")
+        reason = unsupported(model)
+        if reason is not None:
+            log.info("decoding with transformers' forward: %s", reason)
+            return None
+        return FastLlama(model, weights)
 
     def start(self) -> Engine:
         self._scheduler.start()
@@ -426,6 +445,14 @@ class Engine:
     # ------------------------------------------------------------------------------ scheduler thread
     def _forward(self, ids: torch.Tensor, mask: torch.Tensor, pos: torch.Tensor, cache: Any,
                  adapters: list[str]) -> tuple[torch.Tensor, Any]:
+        if self._fast is not None:
+            self._stacked.set_rows(adapters)
+            try:
+                logits, cache = self._fast(ids, mask, pos, cache, self._stacked if self._stacked.segments else None)
+            finally:
+                self._stacked.segments = []
+            self.metrics.batch_rows.observe(len(adapters))
+            return logits, cache
         if self._stacked is not None:
             self._stacked.set_rows(adapters)
             hooks: Any = contextlib.nullcontext()

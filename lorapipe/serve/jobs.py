@@ -10,8 +10,8 @@ import threading
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from lorapipe.decoding.batch import Row
 from lorapipe.serve.adapters import BASE_ADAPTER
-from lorapipe.serve.decode import Row
 
 
 class LeaseOwner(Protocol):

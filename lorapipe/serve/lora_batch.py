@@ -5,7 +5,7 @@ LoRA layer and builds index lists in Python; with 8 adapters that costs more tha
 own matmuls on a small model (see ``bench/serve_mixed.py --kernel peft``). Here, as in
 Punica/S-LoRA, each adapted layer keeps the loaded adapters' weights stacked — ``A[slot] (r x in)``
 and ``B[slot] * scaling (out x r)``.
-Rows are kept grouped by adapter (:mod:`lorapipe.serve.decode` sorts the batch), so a step runs two
+Rows are kept grouped by adapter (:mod:`lorapipe.decoding.batch` sorts the batch), so a step runs two
 small matmuls per adapter present and reads each adapter's weights once, with no per-row copies::
 
     out[rows of a] += (x[rows of a] @ A[a]^T) @ B[a]^T      # for each adapter a in the batch
@@ -170,6 +170,11 @@ class StackedLoRA:
             else:
                 segments.append((slot, i, i + 1))
         self.segments = segments
+
+    def views(self, module: Any, layer: int, proj: str) -> Any:
+        """Per slot ``(A^T, (B*s)^T)`` of ``module``, or None if no adapter touches it (the fast path's
+        :class:`lorapipe.decoding.llama.LoraRows`, with :attr:`segments`)."""
+        return getattr(module, "_lp_views", None)
 
     # ------------------------------------------------------------------ storage
     def _track(self, mod: Any) -> None:

@@ -6,7 +6,7 @@ them for every request was most of a CPU server's work and kept every client wai
 of the shared part kept, a request costs its own ~57 tokens (``bench/serve_prefix.py`` measures it).
 
 :class:`PrefixCache` lives on the scheduler thread. Before rows are prefilled, :meth:`PrefixCache.plan`
-splits them into groups, each prefilled in one forward pass (:func:`lorapipe.serve.decode.prefill`):
+splits them into groups, each prefilled in one forward pass (:func:`lorapipe.decoding.batch.prefill`):
 
 * rows whose prompt starts with a kept prefix (at least ``min_tokens`` of it; one prompt token is
   always left to run) reuse its KV;
@@ -24,19 +24,9 @@ from collections import OrderedDict, deque
 
 import torch
 
-from lorapipe.serve.decode import Forward, PrefixKV, Row, plain_kv
+from lorapipe.decoding.batch import Forward, PrefixKV, Row, common_prefix, plain_kv
 
 Group = tuple[tuple[PrefixKV, int] | None, list[Row]]
-
-
-def common_prefix(a: list[int], b: list[int]) -> int:
-    """Length of the longest common prefix of two token lists (slices compare in C, 64 at a time)."""
-    n, i = min(len(a), len(b)), 0
-    while i + 64 <= n and a[i:i + 64] == b[i:i + 64]:
-        i += 64
-    while i < n and a[i] == b[i]:
-        i += 1
-    return i
 
 
 class PrefixCache:

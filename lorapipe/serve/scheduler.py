@@ -26,8 +26,8 @@ from collections.abc import Callable
 from concurrent.futures import Future
 from typing import Any
 
+from lorapipe.decoding.batch import Batch, Forward, Row, TextStream, prefill
 from lorapipe.errors import ServeError
-from lorapipe.serve.decode import Batch, Forward, Row, TextStream, prefill
 from lorapipe.serve.prefix import PrefixCache
 
 log = logging.getLogger(__name__)

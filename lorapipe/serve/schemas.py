@@ -10,7 +10,7 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from lorapipe.serve.decode import SamplingParams
+from lorapipe.decoding.batch import SamplingParams
 
 MAX_N = 16
 # OpenAI documents `seed` as a signed 64-bit integer; torch seeds take [-2**63, 2**64)

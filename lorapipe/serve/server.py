@@ -82,9 +82,15 @@ def run(*, base: str, adapters: Path | None = None, registry: str | None = None,
         max_adapters: int = 8, batch_window_ms: float = 5.0, max_batch_size: int = 16,
         allow_unverified: bool = False, allow_pickle: bool = False, watch_interval_s: float | None = 1.0,
         lora_kernel: str = "stacked", device: str | None = None, queue_timeout_s: float | None = 30.0,
-        max_request_bytes: int | None = 4 * 1024 * 1024, warn: Any = print) -> None:
+        max_request_bytes: int | None = 4 * 1024 * 1024, data_dir: Path | None = None, runs: Path | None = None,
+        fast: bool = True, weights: str = "fp16",
+        warn: Any = print) -> None:
     """Load the base once, then serve it and the adapters under ``adapters`` and/or in ``registry`` (a
-    registry URL: ``name``, ``name@vN``, ``name@ALIAS``; moving an alias hot-swaps) until interrupted."""
+    registry URL: ``name``, ``name@vN``, ``name@ALIAS``; moving an alias hot-swaps) until interrupted.
+
+    It also speaks OpenAI's Files and fine-tuning jobs API; uploads, jobs and their runs live under
+    ``data_dir`` (default :func:`lorapipe.serve.ft_store.default_data_dir`), finished adapters go to
+    ``registry`` (else ``data_dir/registry``) and are served as ``ft:...`` models."""
     passive_openmp()
     import uvicorn
 
@@ -97,7 +103,16 @@ def run(*, base: str, adapters: Path | None = None, registry: str | None = None,
     if store is None and not is_loopback(host):
         warn(f"warning: no --keys file: anyone who can reach {host}:{port} can use every adapter and the admin "
              "API. Pass --keys FILE (see lorapipe/serve/auth.py) or bind 127.0.0.1")
-    sources: list = [DirectoryAdapterSource(adapters)] if adapters is not None else []
+    from lorapipe.serve.ft_store import default_data_dir
+    from lorapipe.serve.ft_worker import FineTuning
+
+    local_base = Path(base).expanduser()
+    # jobs run in their own folders: a base given as a relative path must not depend on this one
+    fine_tuning = FineTuning(data_dir or default_data_dir(), str(local_base.resolve()) if local_base.exists() else base,
+                             registry=registry)
+    sources: list = [fine_tuning.source]
+    if adapters is not None:
+        sources.append(DirectoryAdapterSource(adapters))
     if registry is not None:
         from lorapipe.models import cache_dir
         from lorapipe.serve.registry_source import RegistryAdapterSource
@@ -108,9 +123,12 @@ def run(*, base: str, adapters: Path | None = None, registry: str | None = None,
     engine = Engine.from_spec(base, source=source, base_name=base_name, max_loaded_adapters=max_adapters,
                               batch_window_ms=batch_window_ms, max_batch_size=max_batch_size,
                               require_manifest=not allow_unverified, allow_pickle=allow_pickle,
-                              lora_kernel=lora_kernel, device=device, queue_timeout_s=queue_timeout_s)
-    settings = ServeSettings(keys=store, watch_interval_s=watch_interval_s, max_request_bytes=max_request_bytes)
+                              lora_kernel=lora_kernel, device=device, queue_timeout_s=queue_timeout_s,
+                              fast=fast, weights=weights)
+    settings = ServeSettings(keys=store, watch_interval_s=watch_interval_s, max_request_bytes=max_request_bytes,
+                             fine_tuning=fine_tuning, runs_dir=runs)
     app = create_app(settings, engine)
-    log.info("serving `%s` with adapters from %s on http://%s:%d", base_name,
-             " and ".join(str(x) for x in (adapters, registry) if x is not None), host, port)
+    log.info("serving `%s` with adapters from %s on http://%s:%d; fine-tuning data in %s", base_name,
+             " and ".join(str(x) for x in (adapters, registry) if x is not None) or "fine-tuning jobs", host, port,
+             fine_tuning.store.root)
     uvicorn.run(app, host=host, port=port, log_level="info", timeout_graceful_shutdown=settings.shutdown_timeout_s)

@@ -1,7 +1,8 @@
 """Tokenisation with loss on the assistant tokens only, and dynamic padding.
 
 Each assistant reply (its content and the end-of-turn token that teaches the model to stop) keeps
-its labels; the system prompt, the user turns and the template's scaffolding are masked to -100.
+its labels, unless the message has ``"weight": 0`` (OpenAI's fine-tuning format: a reply shown as
+context only); the system prompt, the user turns and the template's scaffolding are masked to -100.
 Spans are found on the rendered text and mapped to tokens through the tokenizer's offsets, so the
 masking does not depend on how a chat template happens to tokenise at turn boundaries.
 """
@@ -20,7 +21,7 @@ def assistant_spans(tokenizer, messages: list[dict[str, str]]) -> tuple[str, lis
     eos = tokenizer.eos_token or ""
     spans = []
     for i, m in enumerate(messages):
-        if m["role"] != "assistant":
+        if m["role"] != "assistant" or m.get("weight", 1) == 0:  # weight 0: context only, no loss
             continue
         prefix = tokenizer.apply_chat_template(messages[:i], tokenize=False, add_generation_prompt=True)
         upto = tokenizer.apply_chat_template(messages[:i + 1], tokenize=False)

@@ -51,7 +51,7 @@ class HeadCrossEntropy(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, hidden, weight, bias, targets):
+    def forward(ctx, hidden, weight, bias, targets, correct=None):
         vocab = weight.shape[0]
         need_h, need_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
         need_b = bias is not None and ctx.needs_input_grad[2]
@@ -69,6 +69,8 @@ class HeadCrossEntropy(torch.autograd.Function):
             logp = torch.log_softmax(logits.float(), dim=-1)
             del logits
             total -= logp.gather(1, t[:, None]).sum()
+            if correct is not None:  # token accuracy (what the Trainer logs as mean_token_accuracy)
+                correct += (logp.argmax(-1) == t).sum()
             if need_h or need_w or need_b:
                 probs = logp.exp_()  # the softmax, in place
                 probs[torch.arange(len(t), device=t.device), t] -= 1.0  # d loss / d logits
@@ -88,12 +90,13 @@ class HeadCrossEntropy(torch.autograd.Function):
         saved = iter(ctx.saved_tensors)
         grads = [(next(saved) * grad_out).to(dtype) if need else None
                  for need, dtype in zip(ctx.which, ctx.dtypes)]
-        return (*grads, None)
+        return (*grads, None, None)
 
 
-def head_cross_entropy(hidden, weight, bias, targets):
-    """Sum of the token cross-entropies of ``hidden @ weight.T (+ bias)`` against ``targets``."""
-    return HeadCrossEntropy.apply(hidden, weight, bias, targets)
+def head_cross_entropy(hidden, weight, bias, targets, correct=None):
+    """Sum of the token cross-entropies of ``hidden @ weight.T (+ bias)`` against ``targets``; the number
+    of targets that are the argmax is added to ``correct`` (a scalar tensor) when given."""
+    return HeadCrossEntropy.apply(hidden, weight, bias, targets, correct)
 
 
 def label_only_unsupported(model) -> str | None:
@@ -126,12 +129,15 @@ def _label_only_forward(model, input_ids=None, attention_mask=None, position_ids
     targets = labels[:, 1:].to(hidden.device)
     keep = targets != IGNORE
     head = model.get_output_embeddings()
-    total = head_cross_entropy(hidden[keep], head.weight, head.bias, targets[keep])
+    correct = torch.zeros((), dtype=torch.long, device=hidden.device)
+    total = head_cross_entropy(hidden[keep], head.weight, head.bias, targets[keep], correct)
     if num_items_in_batch is None:
         denom = keep.sum().clamp(min=1)
     else:
         denom = torch.as_tensor(num_items_in_batch, device=total.device)
-    return CausalLMOutputWithPast(loss=total / denom, logits=None)
+    out = CausalLMOutputWithPast(loss=total / denom, logits=None)
+    out.token_accuracy = (correct, keep.sum())  # read by the trainer (lorapipe.train.speed), not a model field
+    return out
 
 
 def enable_label_only_loss(model) -> bool:

@@ -114,6 +114,8 @@ def trainer_class():
 
     class LorapipeTrainer(Trainer):
         speed_plan: SpeedPlan = SpeedPlan()
+        # argmax == label counts since the last log, per mode: logged as (eval_)mean_token_accuracy
+        _accuracy: dict[str, list] | None = None
 
         def _get_train_sampler(self, train_dataset=None):
             sampler = super()._get_train_sampler(train_dataset)
@@ -129,7 +131,35 @@ def trainer_class():
             # Eval asks for outputs too, but lorapipe evaluates the loss only (prediction_loss_only).
             if self.speed_plan.label_only and (not return_outputs or self.args.prediction_loss_only):
                 inputs[FLAG] = True
-            return super().compute_loss(model, inputs, return_outputs=return_outputs,
-                                        num_items_in_batch=num_items_in_batch)
+            loss, outputs = super().compute_loss(model, inputs, return_outputs=True,
+                                                 num_items_in_batch=num_items_in_batch)
+            self._count_accuracy(model, inputs, outputs)
+            return (loss, outputs) if return_outputs else loss
+
+        def _count_accuracy(self, model, inputs, outputs) -> None:
+            import torch
+
+            counts = getattr(outputs, "token_accuracy", None)  # the label-only head counted them
+            if counts is None:
+                logits, labels = getattr(outputs, "logits", None), inputs.get("labels")
+                if logits is None or labels is None:
+                    return
+                with torch.no_grad():
+                    targets = labels[:, 1:].to(logits.device)
+                    keep = targets != -100
+                    counts = ((logits[:, :-1].argmax(-1) == targets) & keep).sum(), keep.sum()
+            acc = self._accuracy = self._accuracy or {"train": [0, 0], "eval": [0, 0]}
+            mode = acc["train" if model.training else "eval"]
+            mode[0], mode[1] = mode[0] + counts[0].detach(), mode[1] + counts[1].detach()
+
+        def log(self, logs, *args, **kwargs):
+            # OpenAI's metric: the share of label tokens the model predicts exactly (this process's tokens)
+            for mode, loss_key, key in (("train", "loss", "mean_token_accuracy"),
+                                        ("eval", "eval_loss", "eval_mean_token_accuracy")):
+                counts = (self._accuracy or {}).get(mode)
+                if loss_key in logs and counts and int(counts[1]) > 0:
+                    logs[key] = round(float(counts[0]) / float(counts[1]), 6)
+                    counts[0] = counts[1] = 0
+            return super().log(logs, *args, **kwargs)
 
     return LorapipeTrainer

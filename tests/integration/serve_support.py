@@ -65,7 +65,7 @@ def reference_answer(base: Path, adapter: Path | None, messages: list[dict], max
     if adapter is not None:
         model = PeftModel.from_pretrained(model, adapter)
     tok = AutoTokenizer.from_pretrained(base)
-    return generate(model, tok, [messages], max_new_tokens=max_tokens)[0].text
+    return generate(model, tok, [messages], max_new_tokens=max_tokens, fast=False)[0].text
 
 
 def build_world(root: Path, n_adapters: int = 4) -> World:

@@ -101,7 +101,8 @@ def test_cli_serves_a_registry_and_hot_swaps_when_an_alias_moves(tmp_path):
     assert proc.returncode in (0, -signal.SIGTERM), err
 
 
-def test_cli_serve_without_an_adapter_source_says_what_to_pass():
+def test_cli_serve_with_a_base_that_is_no_model_says_what_it_takes():
+    # without --adapters/--registry the server still serves the base and its fine-tuning jobs' models
     proc = subprocess.run([sys.executable, "-m", "lorapipe", "serve", "--base", "x"], capture_output=True, text=True)
     assert proc.returncode == 2
-    assert "pass --adapters DIR" in proc.stdout + proc.stderr
+    assert "base_model `x` is not an embedded alias" in proc.stdout + proc.stderr

@@ -9,8 +9,8 @@ import pytest
 import torch
 from serve_support import QUESTION, build_world, client, live_server
 
+from lorapipe.decoding.batch import SamplingParams
 from lorapipe.serve.adapters import AdapterRejected
-from lorapipe.serve.decode import SamplingParams
 from lorapipe.serve.engine import EngineClosed
 
 GREEDY = SamplingParams(max_tokens=16, temperature=0)

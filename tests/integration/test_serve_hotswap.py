@@ -154,9 +154,9 @@ def test_lru_keeps_at_most_n_adapters_and_still_answers_all(world):
 
 
 def test_registry_source_serves_versions_and_follows_promotions(world, tmp_path):
+    from lorapipe.decoding.batch import SamplingParams
     from lorapipe.registry import Registry
     from lorapipe.serve.adapters import AdapterNotFound
-    from lorapipe.serve.decode import SamplingParams
     from lorapipe.serve.engine import Engine
     from lorapipe.serve.registry_source import RegistryAdapterSource
     from lorapipe.serve.watch import AdapterWatcher

@@ -8,8 +8,8 @@ import pytest
 import torch
 from serve_support import build_world
 
+from lorapipe.decoding.batch import PrefixKV, Row, SamplingParams, prefill
 from lorapipe.serve.adapters import BASE_ADAPTER
-from lorapipe.serve.decode import PrefixKV, Row, SamplingParams, prefill
 from lorapipe.serve.prefix import PrefixCache, common_prefix
 
 GREEDY = SamplingParams(max_tokens=12, temperature=0)

@@ -98,3 +98,12 @@ def test_lora_on_chosen_layers_only(tiny_model_dir):
         with pytest.raises(ValidationError, match="list the layer indices to adapt"):
             LoraConfig(layers_to_transform=bad)
     assert LoraConfig(layers_to_transform=[3, 1, 3]).layers_to_transform == [1, 3]
+
+
+def test_an_assistant_turn_with_weight_0_is_context_only(tok):
+    """OpenAI's `weight: 0`: the reply stays in the prompt but carries no loss; weight 1 is the default."""
+    messages = [{"role": "user", "content": "a"}, {"role": "assistant", "content": "one", "weight": 0},
+                {"role": "user", "content": "b"}, {"role": "assistant", "content": "two", "weight": 1}]
+    enc = encode_chat(tok, messages, max_length=512)
+    assert tok.decode([t for t in enc["labels"] if t != IGNORE]) == "two" + tok.eos_token
+    assert "one" in tok.decode(enc["input_ids"])

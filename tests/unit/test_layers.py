@@ -15,7 +15,7 @@ LAYERS = [
     ["lorapipe.errors", "lorapipe.manifest", "lorapipe.textfiles"],
     ["lorapipe.config", "lorapipe.codehash", "lorapipe.events", "lorapipe.progress"],
     ["lorapipe.models", "lorapipe.adapter_files", "lorapipe.llamacpp", "lorapipe.llm", "lorapipe.generation",
-     "lorapipe.testing"],
+     "lorapipe.testing", "lorapipe.decoding"],
     ["lorapipe.data", "lorapipe.train", "lorapipe.evaluate", "lorapipe.probe"],
     ["lorapipe.pipeline"],
     ["lorapipe.registry", "lorapipe.export", "lorapipe.serve"],

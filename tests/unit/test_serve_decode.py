@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from lorapipe.serve.decode import Row, SamplingParams, TextStream, sample
+from lorapipe.decoding.batch import Row, SamplingParams, TextStream, sample
 
 PARTIAL, COMPLETES = 1000, 1001  # a two-token character: "é" split over two byte tokens
 

@@ -26,6 +26,8 @@ from typing import Any
 
 import torch
 
+BASE_ADAPTER = "__base__"  # a row without an adapter (PEFT's name for it in a mixed batch)
+
 # forward(input_ids, attention_mask, position_ids, cache, adapter_names) -> (last logits [B, V], cache)
 Forward = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, Any, list[str]], tuple[torch.Tensor, Any]]
 
@@ -200,8 +202,10 @@ def plain_kv(cache: Any) -> bool:
     """Whether ``cache`` holds plain per-layer key/value tensors that rows can be cut from and joined to."""
     from transformers.cache_utils import DynamicLayer
 
+    from lorapipe.decoding.kv import KVLayer
+
     layers = getattr(cache, "layers", None)
-    return bool(layers) and all(type(layer) is DynamicLayer for layer in layers)
+    return bool(layers) and all(type(layer) in (DynamicLayer, KVLayer) for layer in layers)
 
 
 @dataclass
@@ -261,3 +265,13 @@ def _pad_mask(m: torch.Tensor, width: int) -> torch.Tensor:
     if m.shape[1] == width:
         return m
     return torch.cat([m.new_zeros((m.shape[0], width - m.shape[1])), m], dim=1)
+
+
+def common_prefix(a: list[int], b: list[int]) -> int:
+    """Length of the longest common prefix of two token lists (slices compare in C, 64 at a time)."""
+    n, i = min(len(a), len(b)), 0
+    while i + 64 <= n and a[i:i + 64] == b[i:i + 64]:
+        i += 64
+    while i < n and a[i] == b[i]:
+        i += 1
+    return i

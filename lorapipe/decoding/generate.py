@@ -1,0 +1,135 @@
+"""Batch generation on the fast path: what predict, the probe, the A/B and the local teacher run.
+
+The prompts go through the serving decode loop (:mod:`lorapipe.decoding.batch`): up to
+``batch_size`` rows decode together, a finished row leaves the batch at once and the next prompt
+takes its place (continuous batching), so a batch never idles on its longest answer as
+``model.generate`` does. Row ``i`` samples with seed ``seed + i``, so an answer does not depend on
+which rows it happened to share a batch with (greedy rows are plain argmax).
+
+:func:`fast_model` keeps one :class:`~lorapipe.decoding.llama.FastLlama` per model and weight mode
+on the model object, rebuilt if its base weights changed.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+from lorapipe.decoding.batch import BASE_ADAPTER as BASE
+from lorapipe.decoding.batch import Batch, PrefixKV, Row, SamplingParams, TextStream, common_prefix, prefill
+from lorapipe.decoding.llama import FastLlama, PeftRows, peft_table, runs, unsupported
+
+log = logging.getLogger(__name__)
+
+_ATTR = "_lorapipe_fast"
+
+
+def fast_model(model: Any, weights: str) -> FastLlama:
+    """The fast path of ``model`` (a plain HF model) in ``weights`` mode, built once and kept on the model."""
+    kept: dict[str, FastLlama] = model.__dict__.setdefault(_ATTR, {})
+    fast = kept.get(weights)
+    if fast is None or fast.stamp != fast.current_stamp():
+        fast = kept[weights] = FastLlama(model, weights)
+    return fast
+
+
+def why_not(model: Any) -> str | None:
+    """Why :func:`generate` cannot run ``model`` (a plain or PEFT-wrapped HF model); None when it can."""
+    reason = unsupported(_base(model))
+    if reason is None and _has_lora(model):
+        table = peft_table(model)
+        reason = table if isinstance(table, str) else None
+    return reason
+
+
+def _base(model: Any) -> Any:
+    return model.get_base_model() if hasattr(model, "get_base_model") else model
+
+
+def _has_lora(model: Any) -> bool:
+    from peft.tuners.lora.layer import LoraLayer
+
+    return any(isinstance(m, LoraLayer) for m in model.modules())
+
+
+def generate(model: Any, tokenizer: Any, prompts: list[list[int]], *, max_new_tokens: int, temperature: float,
+             top_p: float, seed: int | None, stop: list[str] | None, batch_size: int, weights: str,
+             adapter_names: list[str] | None = None,
+             progress: Callable[[int], None] | None = None) -> list[tuple[str, int]]:
+    """``(text, completion tokens)`` per prompt (token ids), in order. Check :func:`why_not` first.
+
+    ``adapter_names[i]`` (a PEFT adapter name, or ``"__base__"``) picks row ``i``'s adapter; by default
+    every row takes the PEFT model's active adapter, or none under ``disable_adapter()``."""
+    lora: PeftRows | None = None
+    base = model
+    default = BASE
+    if _has_lora(model):  # a PeftModel, or a model PEFT injected adapters into
+        base = _base(model)
+        found = peft_table(model)
+        assert not isinstance(found, str), found
+        lora, active = found
+        default = active or BASE
+    fast = fast_model(base, weights)
+
+    def forward(ids: torch.Tensor, mask: torch.Tensor, pos: torch.Tensor, cache: Any,
+                adapters: list[str]) -> tuple[torch.Tensor, Any]:
+        if lora is not None:
+            lora.segments = runs(adapters, BASE)
+        return fast(ids, mask, pos, cache, lora if lora is not None and lora.segments else None)
+
+    texts: list[list[str]] = [[] for _ in prompts]
+
+    def sink(i: int) -> Callable[[str, str | None], None]:
+        def put(delta: str, finish: str | None) -> None:
+            texts[i].append(delta)
+            if finish is not None and progress is not None:
+                progress(1)
+        return put
+
+    rows = [Row(p, adapter_names[i] if adapter_names is not None else default,
+                SamplingParams(max_tokens=max_new_tokens, temperature=temperature, top_p=top_p,
+                               stop=tuple(stop or ()), seed=None if seed is None else seed + i), sink(i))
+            for i, p in enumerate(prompts)]
+    eos = {tokenizer.eos_token_id} if tokenizer.eos_token_id is not None else set()
+    stream = TextStream(tokenizer, eos)
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    # longest first, as transformers' path does: similar lengths share a prefill, and the last
+    # rows to join (the shortest prompts) add the least padding to a running batch
+    pending = deque(sorted(rows, key=lambda r: -len(r.prompt)))
+    batch: Batch | None = None
+    with torch.inference_mode():
+        shared = _shared_prefix(forward, rows)
+        while pending or (batch is not None and len(batch)):
+            room = batch_size - (len(batch) if batch is not None else 0)
+            if pending and room > 0:
+                # one prompt per prefill: prompts padded to a common length cost up to 2x the
+                # compute on the demo's eval rows, and prefill is most of the A/B's work
+                fresh = prefill(forward, [pending.popleft()], stream, pad_id, shared)
+                if batch is None or not len(batch):
+                    batch = fresh
+                elif len(fresh):
+                    batch.merge(fresh)
+            else:
+                assert batch is not None
+                batch.step(forward, stream)
+    return [("".join(t), len(r.tokens)) for t, r in zip(texts, rows, strict=True)]
+
+
+def _shared_prefix(forward: Any, rows: list[Row], min_tokens: int = 16) -> tuple[PrefixKV, int] | None:
+    """The KV of the prompt prefix every row shares (the task's system prompt), computed once.
+
+    Every row then prefills only its own tokens after it: on the demo's A/B that is about half of
+    each prompt, and the padding between prompts of different lengths shrinks with it."""
+    if len(rows) < 2 or len({r.adapter for r in rows}) > 1:
+        return None
+    first = rows[0].prompt
+    n = min(min(common_prefix(first, r.prompt) for r in rows[1:]), min(len(r.prompt) for r in rows) - 1)
+    if n < min_tokens:
+        return None
+    ids = torch.tensor([first[:n]], dtype=torch.long)
+    _, cache = forward(ids, torch.ones_like(ids), torch.arange(n)[None, :], None, [rows[0].adapter])
+    return PrefixKV(list(first[:n]), cache), n

@@ -1,0 +1,268 @@
+"""A lean forward pass for Llama-family models on CPU: what serve, predict, probe and the A/B decode with.
+
+transformers' forward is general (any cache, any attention kernel, hooks, output objects); for a
+135M model on a CPU that generality costs as much as the maths. Decoding here uses the HF model's
+own tensors and rotary embedding, with:
+
+* the frozen base linears in half the bytes (``weights="fp16"``: fbgemm's fp16-weight GEMM, fp32
+  activations and accumulation), q/k/v and gate/up fused into one matmul each; prefill (many tokens
+  at once, compute-bound) always runs the original fp32 weights;
+* the KV cache of :mod:`lorapipe.decoding.kv` (a decode step writes its column in place);
+* LoRA deltas in fp32 on the side, exactly as PEFT computes them: ``x @ A^T @ (B * scaling)^T``
+  per run of rows sharing an adapter (:class:`LoraRows`), so many adapters share one batch.
+
+The call matches :data:`lorapipe.decoding.batch.Forward` plus the LoRA rows.
+:func:`unsupported` says why a model cannot take this path (the caller then uses transformers').
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import torch
+import torch.nn.functional as F
+
+from lorapipe.decoding.kv import KVCache, KVLayer
+
+WEIGHTS = ("fp16", "fp32")
+PROJ = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+_PREFILL_ROWS = 32  # from this many tokens per pass the fp32 GEMM is as fast, and exact
+
+
+class LoraRows(Protocol):
+    """Which rows of a pass take which adapter, and each adapted layer's weights."""
+
+    segments: Sequence[tuple[Any, int, int]]  # (adapter key, first row, end row); rows without one: base
+
+    def views(self, module: torch.nn.Module, layer: int, proj: str) -> Any:
+        """``views[key] -> (A^T [in, r], (B * scaling)^T [r, out])`` for ``module``, or None if not adapted."""
+
+
+@dataclass
+class PeftRows:
+    """LoRA rows read from a PEFT model's own adapters (generation: one adapter, or none, per row)."""
+
+    segments: list[tuple[Any, int, int]] = field(default_factory=list)
+    table: dict[tuple[int, str], dict[str, tuple[torch.Tensor, torch.Tensor]]] = field(default_factory=dict)
+
+    def views(self, module: torch.nn.Module, layer: int, proj: str) -> Any:
+        return self.table.get((layer, proj))
+
+
+def unsupported(model: Any) -> str | None:
+    """Why ``model`` cannot use the fast path (None when it can)."""
+    cfg = getattr(model, "config", None)
+    if cfg is None or getattr(cfg, "model_type", None) != "llama":
+        return f"the fast path serves Llama-architecture models, not `{getattr(cfg, 'model_type', type(model))}`"
+    if getattr(cfg, "attention_bias", False) or getattr(cfg, "mlp_bias", False):
+        return "linear biases are not supported by the fast path"
+    if getattr(cfg, "hidden_act", "silu") != "silu" or (getattr(cfg, "pretraining_tp", 1) or 1) != 1:
+        return "only SiLU MLPs without tensor-parallel slicing are supported by the fast path"
+    if next(model.parameters()).device.type != "cpu":
+        return "the fast path runs on CPU; other devices use transformers' forward"
+    if next(model.parameters()).dtype != torch.float32:
+        return "the fast path expects fp32 weights"
+    return None
+
+
+def base_weight(module: torch.nn.Module) -> torch.Tensor:
+    """The frozen weight of a linear layer, whether or not PEFT wrapped it."""
+    return getattr(module, "base_layer", module).weight
+
+
+def _pack(weights: list[torch.Tensor]) -> Any:
+    return torch.ops.quantized.linear_prepack_fp16(torch.cat(weights).contiguous(), None)
+
+
+class _Linear:
+    """Some linears of one input, fused: returns their outputs as views of one ``[tokens, sum(out)]``."""
+
+    def __init__(self, weights: list[torch.Tensor], half: bool):
+        self.weights = weights  # the model's own fp32 tensors (no copy)
+        self.splits = [w.shape[0] for w in weights]
+        self.packed = _pack(weights) if half else None
+
+    def __call__(self, x: torch.Tensor) -> list[torch.Tensor]:
+        if self.packed is not None and x.shape[0] < _PREFILL_ROWS:
+            out = torch.ops.quantized.linear_dynamic_fp16(x, self.packed)
+            return list(out.split(self.splits, dim=1)) if len(self.splits) > 1 else [out]
+        return [F.linear(x, w) for w in self.weights]
+
+
+class FastLlama:
+    """The decode path for one HF Llama model (see the module docstring)."""
+
+    def __init__(self, model: Any, weights: str = "fp16"):
+        if weights not in WEIGHTS:
+            raise ValueError(f"weights must be one of {', '.join(WEIGHTS)}, got {weights!r}")
+        reason = unsupported(model)
+        if reason:
+            raise ValueError(reason)
+        self.model, self.weights = model, weights
+        half = weights == "fp16"
+        cfg, inner = model.config, model.model
+        self.hq, self.hkv = cfg.num_attention_heads, cfg.num_key_value_heads
+        self.head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // self.hq
+        self.blocks = list(inner.layers)
+        self.embed = inner.embed_tokens.weight
+        self.norm = inner.norm
+        self.rotary = inner.rotary_emb
+        self.head = _Linear([base_weight(model.lm_head)], half)
+        self.linears = []
+        for block in self.blocks:
+            att, mlp = block.self_attn, block.mlp
+            self.linears.append({
+                "qkv": _Linear([base_weight(att.q_proj), base_weight(att.k_proj), base_weight(att.v_proj)], half),
+                "o": _Linear([base_weight(att.o_proj)], half),
+                "gate_up": _Linear([base_weight(mlp.gate_proj), base_weight(mlp.up_proj)], half),
+                "down": _Linear([base_weight(mlp.down_proj)], half),
+            })
+        self.stamp = self.current_stamp()
+
+    def current_stamp(self) -> tuple[int, ...]:
+        """Identity of the base weights read at build time: a rebuilt or modified tensor changes it."""
+        ws = [w for lin in self.linears for part in lin.values() for w in part.weights] + self.head.weights
+        return tuple(x for w in ws for x in (w.data_ptr(), w._version))
+
+    # ------------------------------------------------------------------------------ forward
+    @torch.inference_mode()
+    def __call__(self, ids: torch.Tensor, mask: torch.Tensor, pos: torch.Tensor, cache: KVCache | None,
+                 lora: LoraRows | None = None) -> tuple[torch.Tensor, KVCache]:
+        """Logits of each row's last position ``[rows, vocab]`` (fp32) and the cache with the new tokens.
+
+        ``ids``/``pos``: ``[rows, new]``; ``mask``: ``[rows, cached + new]`` (0 = left padding)."""
+        b, s = ids.shape
+        hq, hkv, d = self.hq, self.hkv, self.head_dim
+        x = F.embedding(ids, self.embed).view(b * s, -1)
+        cos, sin = self.rotary(x, pos)  # [rows, new, d]
+        cos, sin = cos[:, :, None, :], sin[:, :, None, :]
+        keep = mask.bool()
+        if s == 1:  # additive mask over the cached columns, shared by every layer
+            att_mask = torch.zeros(keep.shape, dtype=x.dtype).masked_fill_(~keep, -math.inf)[:, None, None, :]
+        else:  # causal + padding; a query always sees itself, so padded queries never get all -inf
+            t = keep.shape[1]
+            cols = torch.arange(t)
+            rows = torch.arange(t - s, t)
+            causal = cols[None, :] <= rows[:, None]
+            att_mask = (causal[None] & keep[:, None, :]) | (cols[None, :] == rows[:, None])[None]
+            att_mask = att_mask[:, None]
+        if cache is None:
+            cache = KVCache([KVLayer(x.new_empty((b, hkv, 0, d)), x.new_empty((b, hkv, 0, d)))
+                             for _ in self.blocks])
+        segments = list(lora.segments) if lora is not None else []
+        for i, (block, lin) in enumerate(zip(self.blocks, self.linears, strict=True)):
+            att, mlp = block.self_attn, block.mlp
+            h = _norm(x, block.input_layernorm)
+            q, k, v = lin["qkv"](h)
+            if segments:
+                _add_lora(h, (q, k, v), (att.q_proj, att.k_proj, att.v_proj), ("q_proj", "k_proj", "v_proj"),
+                          i, lora, segments, s)
+            qk = torch.cat([q, k], dim=1).view(b, s, hq + hkv, d)
+            qk = qk * cos + _rotate_half(qk) * sin
+            q = qk[:, :, :hq].transpose(1, 2)
+            keys, values = cache.layers[i].append(qk[:, :, hq:].transpose(1, 2), v.view(b, s, hkv, d).transpose(1, 2))
+            if s == 1:
+                scores = torch.matmul(q.reshape(b, hkv, hq // hkv, d), keys.transpose(2, 3))
+                scores = torch.softmax(scores.mul_(d ** -0.5).add_(att_mask), dim=-1)
+                o = torch.matmul(scores, values).view(b, hq * d)
+            else:
+                o = F.scaled_dot_product_attention(q, keys, values, attn_mask=att_mask, enable_gqa=True)
+                o = o.transpose(1, 2).reshape(b * s, hq * d)
+            (a,) = lin["o"](o)
+            if segments:
+                _add_lora(o, (a,), (att.o_proj,), ("o_proj",), i, lora, segments, s)
+            x = x + a
+            h = _norm(x, block.post_attention_layernorm)
+            g, u = lin["gate_up"](h)
+            if segments:
+                _add_lora(h, (g, u), (mlp.gate_proj, mlp.up_proj), ("gate_proj", "up_proj"), i, lora, segments, s)
+            m = F.silu(g) * u
+            (dn,) = lin["down"](m)
+            if segments:
+                _add_lora(m, (dn,), (mlp.down_proj,), ("down_proj",), i, lora, segments, s)
+            x = x + dn
+        last = _norm(x.view(b, s, -1)[:, -1], self.norm)
+        (logits,) = self.head(last)
+        return logits.float(), cache
+
+
+def _norm(x: torch.Tensor, norm: Any) -> torch.Tensor:
+    """LlamaRMSNorm in one fused op (same formula: x * rsqrt(mean(x^2) + eps) * weight, in fp32)."""
+    return F.rms_norm(x, norm.weight.shape, norm.weight, norm.variance_epsilon)
+
+
+def _rotate_half(x: torch.Tensor) -> torch.Tensor:
+    half = x.shape[-1] // 2
+    return torch.cat((-x[..., half:], x[..., :half]), dim=-1)
+
+
+def _add_lora(x: torch.Tensor, outs: tuple[torch.Tensor, ...], modules: tuple[Any, ...], names: tuple[str, ...],
+              layer: int, lora: Any, segments: list[tuple[Any, int, int]], tokens: int) -> None:
+    """out[rows of a] += (x[rows of a] @ A^T) @ (B * scaling)^T for each adapter run, in place.
+
+    The projections in ``outs`` share the input ``x`` (q/k/v, gate/up): each run's rows are cut once."""
+    tables = [(out, views) for out, module, name in zip(outs, modules, names, strict=True)
+              if (views := lora.views(module, layer, name)) is not None]
+    if not tables:
+        return
+    for key, start, end in segments:
+        rows = slice(start * tokens, end * tokens)
+        xs = x[rows]
+        for out, views in tables:
+            pair = views.get(key) if isinstance(views, dict) else views[key]
+            if pair is not None:
+                out[rows].addmm_(torch.mm(xs, pair[0]), pair[1])
+
+
+def runs(adapters: list[str], base: str) -> list[tuple[Any, int, int]]:
+    """The runs of consecutive rows sharing an adapter: ``(name, first row, end row)``; ``base`` rows are left out."""
+    segments: list[tuple[Any, int, int]] = []
+    for i, name in enumerate(adapters):
+        if name == base:
+            continue
+        if segments and segments[-1][0] == name and segments[-1][2] == i:
+            segments[-1] = (name, segments[-1][1], i + 1)
+        else:
+            segments.append((name, i, i + 1))
+    return segments
+
+
+def peft_table(model: Any) -> tuple[PeftRows, str | None] | str:
+    """The LoRA weights of a PEFT-wrapped model, and the adapter its rows take now (None: adapters disabled).
+
+    Returns a reason string when the adapters use something this path does not compute exactly
+    (DoRA, LoRA biases, merged weights, LoRA outside the seven projections, several active adapters...)."""
+    from peft.tuners.lora.layer import Linear as LoraLinear
+    from peft.tuners.lora.layer import LoraLayer
+
+    table: dict[tuple[int, str], dict[str, tuple[torch.Tensor, torch.Tensor]]] = {}
+    disabled = False
+    active: list[str] = []
+    for name, module in model.named_modules():
+        if not isinstance(module, LoraLayer):
+            if type(module).__name__ in ("ModulesToSaveWrapper", "TrainableTokensWrapper"):
+                return f"`{name}` is trained in full (modules_to_save), which the fast path does not compute"
+            continue
+        leaf = name.rsplit(".", 1)[-1]
+        found = re.search(r"\.layers\.(\d+)\.", name)
+        if not isinstance(module, LoraLinear) or leaf not in PROJ or found is None:
+            return f"`{name}` carries LoRA on a layer the fast path does not adapt"
+        if getattr(module, "merged", False):
+            return f"`{name}` has an adapter merged into its weights"
+        disabled = disabled or module.disable_adapters
+        active = list(module.active_adapters)
+        entry: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+        for adapter in module.lora_A:
+            if module.use_dora.get(adapter) or getattr(module, "lora_bias", {}).get(adapter):
+                return f"`{name}` uses DoRA or a LoRA bias, which the fast path does not compute"
+            a = module.lora_A[adapter].weight.detach()
+            b = module.lora_B[adapter].weight.detach() * module.scaling[adapter]
+            entry[adapter] = (a.t(), b.t().contiguous())
+        table[(int(found.group(1)), leaf)] = entry
+    if len(active) > 1:
+        return f"{len(active)} adapters active at once"
+    return PeftRows([], table), (None if disabled or not active else active[0])

@@ -1,0 +1,201 @@
+"""The fast decode path (lorapipe.decoding): same greedy answers as transformers, LoRA exact, fp16 close."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+
+from lorapipe.decoding.generate import why_not
+from lorapipe.decoding.kv import HEADROOM, KVCache, KVLayer
+from lorapipe.decoding.llama import FastLlama, unsupported
+from lorapipe.generation import generate
+from lorapipe.testing import build_tiny_adapter, build_tiny_model
+
+CONVS = [[{"role": "user", "content": "Hi, I'm Ann Lee " * (i % 4 + 1) + "ann@example.com"}] for i in range(7)]
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    root = tmp_path_factory.mktemp("fast")
+    base = build_tiny_model(root / "base")
+    model = AutoModelForCausalLM.from_pretrained(base)
+    torch.manual_seed(0)
+    with torch.no_grad():  # random weights of std 0.02 answer one token forever; these answer varied text
+        for name, p in model.named_parameters():
+            if "norm" not in name:
+                p.normal_(0.0, 0.25)
+    model.save_pretrained(base)
+    adapter = build_tiny_adapter(base, root / "adapters" / "contact", r=4, seed=3, b_std=0.3,
+                                 target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj",
+                                                 "down_proj"])
+    return base, adapter, AutoModelForCausalLM.from_pretrained(base).eval(), AutoTokenizer.from_pretrained(base)
+
+
+def texts(gens):
+    return [g.text for g in gens]
+
+
+@pytest.mark.parametrize("batch_size", [1, 3, 8])
+def test_fp32_greedy_answers_equal_transformers_generate(tiny, batch_size):
+    _, _, model, tok = tiny
+    ref = generate(model, tok, CONVS, max_new_tokens=24, batch_size=batch_size, fast=False)
+    got = generate(model, tok, CONVS, max_new_tokens=24, batch_size=batch_size, weights="fp32")
+    assert texts(got) == texts(ref)
+    assert [g.completion_tokens for g in got] == [g.completion_tokens for g in ref]
+    assert len(set(texts(ref))) > 1
+
+
+def test_adapter_answers_equal_peft(tiny):
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    base, adapter, model, tok = tiny
+    peft = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base), adapter).eval()
+    ref = generate(peft, tok, CONVS, max_new_tokens=24, batch_size=4, fast=False)
+    got = generate(peft, tok, CONVS, max_new_tokens=24, batch_size=4, weights="fp32")
+    assert texts(got) == texts(ref)
+    with peft.disable_adapter():  # the A/B's base arm
+        base_ref = generate(peft, tok, CONVS, max_new_tokens=24, batch_size=4, fast=False)
+        base_got = generate(peft, tok, CONVS, max_new_tokens=24, batch_size=4, weights="fp32")
+    assert texts(base_got) == texts(base_ref) == texts(generate(model, tok, CONVS, max_new_tokens=24, fast=False))
+    assert texts(base_ref) != texts(ref)  # the adapter does change the answers
+
+
+@pytest.mark.parametrize("weights", ["fp32", "fp16"])
+def test_serve_engine_answers_equal_peft(tiny, weights):
+    """The server's engine on the fast path, base and adapter rows mixed in one batch, vs PEFT + generate."""
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    from lorapipe.decoding.batch import SamplingParams
+    from lorapipe.serve.adapters import DirectoryAdapterSource
+    from lorapipe.serve.engine import Engine
+
+    base, adapter, _, tok = tiny
+    peft = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base), adapter).eval()
+    tuned = texts(generate(peft, tok, CONVS, max_new_tokens=16, fast=False))
+    with peft.disable_adapter():
+        plain = texts(generate(peft, tok, CONVS, max_new_tokens=16, fast=False))
+    engine = Engine.from_spec(str(base), source=DirectoryAdapterSource(adapter.parent), base_name="base",
+                              batch_window_ms=50, weights=weights).start()
+    try:
+        assert engine._fast is not None and engine._fast.weights == weights
+        jobs, out = [], {}
+        for i, conv in enumerate(CONVS):
+            for name in ("contact", "base"):
+                lease = engine.acquire(name)
+                sink = (lambda key: lambda _i, delta, _f: out.setdefault(key, []).append(delta))((name, i))
+                jobs.append(engine.submit(lease, engine.encode_chat(conv), [SamplingParams(16, temperature=0)], sink))
+        for job in jobs:
+            assert job.done.wait(60)
+    finally:
+        engine.shutdown()
+    got = {k: "".join(v).strip() for k, v in out.items()}
+    agree = [got["contact", i] == tuned[i] for i in range(len(CONVS))] + \
+        [got["base", i] == plain[i] for i in range(len(CONVS))]
+    if weights == "fp32":
+        assert all(agree)
+    else:  # fp16 weights may flip a near tie on random weights: most answers still match
+        assert sum(agree) >= 0.75 * len(agree)
+
+
+def test_fp16_logits_stay_close_to_fp32(tiny):
+    _, _, model, tok = tiny
+    ids = torch.tensor([tok.apply_chat_template(CONVS[3], add_generation_prompt=True, tokenize=True)["input_ids"]])
+    mask, pos = torch.ones_like(ids), torch.arange(ids.shape[1])[None]
+    out = {}
+    for weights in ("fp32", "fp16"):
+        fast = FastLlama(model, weights)
+        logits, cache = fast(ids[:, :-1], mask[:, :-1], pos[:, :-1], None)
+        step, _ = fast(ids[:, -1:], mask, pos[:, -1:], cache)  # the decode step is the fp16 one
+        out[weights] = (logits, step)
+    with torch.inference_mode():
+        ref = model(input_ids=ids).logits[0, -1]
+    assert torch.allclose(out["fp32"][1][0], ref, atol=1e-5)
+    scale = ref.abs().max()
+    assert (out["fp16"][1][0] - ref).abs().max() < 1e-2 * scale
+    assert (out["fp16"][0] - out["fp32"][0]).abs().max() < 1e-2 * scale
+    long = torch.cat([ids] * 2, dim=1)  # a prefill of many tokens runs the fp32 weights: the same KV
+    lmask, lpos = torch.ones_like(long), torch.arange(long.shape[1])[None]
+    assert long.shape[1] >= 32
+    kv16 = FastLlama(model, "fp16")(long, lmask, lpos, None)[1].layers[-1].values
+    assert torch.equal(kv16, FastLlama(model, "fp32")(long, lmask, lpos, None)[1].layers[-1].values)
+
+
+def test_sampled_answers_do_not_depend_on_the_batch(tiny):
+    _, adapter, model, tok = tiny
+    a = generate(model, tok, CONVS, max_new_tokens=12, temperature=0.9, seed=5, batch_size=2)
+    b = generate(model, tok, CONVS, max_new_tokens=12, temperature=0.9, seed=5, batch_size=7)
+    c = generate(model, tok, CONVS, max_new_tokens=12, temperature=0.9, seed=6, batch_size=7)
+    assert texts(a) == texts(b) != texts(c)
+
+
+def test_stop_strings_cut_the_answer(tiny):
+    _, _, model, tok = tiny
+    full = generate(model, tok, CONVS[:1], max_new_tokens=24)[0].text
+    stop = full[len(full) // 2: len(full) // 2 + 2]
+    assert stop.strip(), full
+    cut = generate(model, tok, CONVS[:1], max_new_tokens=24, stop=[stop])[0].text
+    assert cut == full[:full.index(stop)].strip()
+
+
+@pytest.mark.parametrize("change, reason", [
+    ({"attention_bias": True}, "linear biases"),
+    ({"hidden_act": "gelu"}, "only SiLU MLPs"),
+])
+def test_other_models_keep_the_transformers_path(tmp_path, change, reason):
+    from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig
+
+    base = build_tiny_model(tmp_path)
+    cfg = LlamaConfig.from_pretrained(base)
+    for k, v in change.items():
+        setattr(cfg, k, v)
+    model = AutoModelForCausalLM.from_config(cfg).eval()
+    assert reason in unsupported(model)
+    assert reason in why_not(model)
+    tok = AutoTokenizer.from_pretrained(base)
+    assert texts(generate(model, tok, CONVS[:2], max_new_tokens=8)) == \
+        texts(generate(model, tok, CONVS[:2], max_new_tokens=8, fast=False))
+
+
+def test_gpt2_is_not_llama():
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    model = GPT2LMHeadModel(GPT2Config(n_layer=1, n_embd=16, n_head=2, vocab_size=64))
+    assert "Llama-architecture" in unsupported(model)
+
+
+def test_dora_adapters_keep_the_transformers_path(tiny, tmp_path):
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    base, _, _, tok = tiny
+    dora = build_tiny_adapter(base, tmp_path / "dora", r=4, seed=1, use_dora=True)
+    peft = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base), dora).eval()
+    assert "DoRA" in why_not(peft)
+    assert texts(generate(peft, tok, CONVS[:2], max_new_tokens=8)) == \
+        texts(generate(peft, tok, CONVS[:2], max_new_tokens=8, fast=False))
+
+
+def test_kv_layer_grows_in_place_and_copies_never_share_a_buffer():
+    k = torch.arange(2 * 1 * 3 * 2, dtype=torch.float32).view(2, 1, 3, 2)
+    layer = KVLayer(k, k + 100)
+    buf = layer._k
+    for step in range(HEADROOM + 5):  # past the headroom: the buffer grows once, keeping what it held
+        new = torch.full((2, 1, 1, 2), float(step))
+        keys, values = layer.append(new, new)
+    assert keys.shape == (2, 1, 3 + HEADROOM + 5, 2) and layer._k is not buf
+    assert torch.equal(keys[:, :, :3], k) and torch.equal(values[:, :, :3], k + 100)
+    assert torch.equal(keys[:, :, -1], torch.full((2, 1, 2), float(HEADROOM + 4)))
+    cache = KVCache([layer])
+    twin = copy.copy(cache)
+    twin.layers = [copy.copy(layer)]
+    twin.layers[0].keys = twin.layers[0].keys[:, :, :2]  # assigning copies into a fresh buffer
+    twin.layers[0].append(torch.zeros(2, 1, 1, 2), torch.zeros(2, 1, 1, 2))
+    assert torch.equal(layer.keys[:, :, :3], k)  # the original is untouched
+    cache.batch_select_indices(torch.tensor([1]))
+    assert torch.equal(layer.keys[0, :, :3], k[1]) and cache.get_seq_length() == 3 + HEADROOM + 5
