@@ -4,8 +4,9 @@
 
 Exports RUN/train/adapter to a temporary GGUF, answers the first --rows rows of RUN/split/eval.jsonl
 greedily (the A/B's messages: the row's system prompt or the task's, and its user turn) with
-lorapipe (transformers + PEFT, batch 8, as the A/B) and with llama.cpp (the base's GGUF + the
-adapter, batch 1, --threads), and prints the identical-answer rate, how many llama.cpp answers
+lorapipe (transformers + PEFT, batch 8, as the A/B; or the A/B's recorded answers when
+RUN/evaluate/answers.jsonl exists) and with llama.cpp (the base's GGUF + the adapter, batch 1,
+--threads), and prints the identical-answer rate, how many llama.cpp answers
 differ from its base's, and decode speed: llama.cpp with / without the adapter, and lorapipe at
 batch 1 on the same prompts (ratios last). Needs llama-cpp-python (the `llamacpp` extra).
 """
@@ -67,6 +68,15 @@ def main() -> None:
     system = manifest["config"]["task"]["system_prompt"]
     spec = manifest["extra"]["base_model"]["spec"]
     rows = [json.loads(line) for line in (args.run / "split" / "eval.jsonl").read_text().splitlines() if line]
+    recorded: dict[str, str] = {}
+    if (args.run / "evaluate" / "answers.jsonl").is_file():  # the A/B's own tuned answers: no need to regenerate
+        ab = json.loads((args.run / "evaluate" / "ab.json").read_text())
+        args.max_new_tokens = ab["decoding"]["max_new_tokens"]
+        for line in (args.run / "evaluate" / "answers.jsonl").read_text().splitlines():
+            ex_row = json.loads(line)
+            recorded[ex_row["id"]] = ex_row["tuned"]["output"]
+        rows = [r for r in rows if r.get("meta", {}).get("id") in recorded]
+        print(f"using the A/B's recorded tuned answers ({len(rows)} rows, max_new_tokens {args.max_new_tokens})")
     rows = rows[:args.rows]
     convs = []
     for r in rows:
@@ -75,35 +85,39 @@ def main() -> None:
             msgs.insert(0, {"role": "system", "content": system})
         convs.append(msgs)
 
+    n = len(rows)
     with tempfile.TemporaryDirectory() as tmp:
         m = ex.run(adapter, Path(tmp) / "gguf", mode="gguf")
         lora, base_gguf = str(Path(tmp) / "gguf" / ADAPTER_FILE), m.extra["base_gguf"]
         model, tok, info = models.load(spec)
         tuned = models.load_adapter(model, adapter, base=info)
         t0 = time.perf_counter()
-        ours = [g.text for g in generation.generate(tuned, tok, convs, max_new_tokens=args.max_new_tokens)]
-        ours_s = time.perf_counter() - t0
+        if recorded:
+            ours = [recorded[r["meta"]["id"]] for r in rows]
+        else:
+            ours = [g.text for g in generation.generate(tuned, tok, convs, max_new_tokens=args.max_new_tokens)]
+            print(f"rows: {n}; lorapipe (batch 8, as the A/B) answered them in {time.perf_counter() - t0:.1f} s",
+                  flush=True)
         ids = [tok(p, add_special_tokens=False)["input_ids"] for p in generation.render_prompts(tok, convs)]
         theirs, lt_s, lt_n = llamacpp_answers(llama_cpp, base_gguf, lora, ids, args.max_new_tokens, args.threads)
+        same = sum(a == b for a, b in zip(ours, theirs))
+        for i, (a, b) in enumerate(zip(ours, theirs)):
+            if a != b:
+                print(f"row {i} differs:\n  lorapipe:  {a!r}\n  llama.cpp: {b!r}")
+        print(f"identical answers, llama.cpp+adapter vs lorapipe: {same}/{n} = {same / n:.1%}", flush=True)
         base, lb_s, lb_n = llamacpp_answers(llama_cpp, base_gguf, None, ids, args.max_new_tokens, args.threads)
-        k = min(args.hf_batch1_rows, len(convs))
-        t0 = time.perf_counter()
-        b1 = generation.generate(tuned, tok, convs[:k], max_new_tokens=args.max_new_tokens, batch_size=1)
-        hf_b1_s, hf_b1_n = time.perf_counter() - t0, sum(g.completion_tokens for g in b1)
-
-    same = sum(a == b for a, b in zip(ours, theirs))
-    differ_base = sum(a != b for a, b in zip(theirs, base))
-    for i, (a, b) in enumerate(zip(ours, theirs)):
-        if a != b:
-            print(f"row {i} differs:\n  lorapipe: {a!r}\n  llama.cpp: {b!r}")
-    n = len(rows)
-    lt, lb, hf1 = lt_n / lt_s, lb_n / lb_s, hf_b1_n / hf_b1_s
-    print(f"rows: {n}  (lorapipe batch-8 answers took {ours_s:.1f} s)")
-    print(f"identical answers, llama.cpp+adapter vs lorapipe: {same}/{n} = {same / n:.1%}")
-    print(f"llama.cpp+adapter answers that differ from llama.cpp base: {differ_base}/{n}")
-    print(f"llama.cpp decode, batch 1, {args.threads} threads: base {lb:.1f} tok/s, with adapter {lt:.1f} tok/s")
-    print(f"lorapipe (transformers+PEFT) decode incl. prefill, batch 1: {hf1:.1f} tok/s over {k} rows")
-    print(f"ratio adapter/base in llama.cpp: {lt / lb:.2f}x;  llama.cpp+adapter / lorapipe batch 1: {lt / hf1:.2f}x")
+        print(f"llama.cpp+adapter answers that differ from llama.cpp base's: "
+              f"{sum(a != b for a, b in zip(theirs, base))}/{n}", flush=True)
+        lt, lb = lt_n / lt_s, lb_n / lb_s
+        print(f"llama.cpp decode, batch 1, {args.threads} threads: base {lb:.1f} tok/s, with adapter {lt:.1f} tok/s "
+              f"({lt / lb:.2f}x)", flush=True)
+        k = min(args.hf_batch1_rows, n)
+        if k:
+            t0 = time.perf_counter()
+            b1 = generation.generate(tuned, tok, convs[:k], max_new_tokens=args.max_new_tokens, batch_size=1)
+            hf1 = sum(g.completion_tokens for g in b1) / (time.perf_counter() - t0)
+            print(f"lorapipe (transformers+PEFT) with adapter, batch 1, incl. prefill: {hf1:.1f} tok/s over {k} rows")
+            print(f"ratio llama.cpp+adapter / lorapipe at batch 1: {lt / hf1:.2f}x")
 
 
 if __name__ == "__main__":
