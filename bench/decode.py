@@ -24,6 +24,7 @@ import json
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -50,6 +51,18 @@ def rate(tokens: int, t0: tuple[float, float]) -> tuple[float, float]:
     return tokens / wall, tokens / max(cpu, 1e-9)
 
 
+def batch1(one: Callable[[list[int], int], int], prompts: list[list[int]], n: int) -> tuple[float, float, float]:
+    """(tok/s, tok/s per CPU-second, seconds to first token) of ``one(prompt, k)``, one prompt at a time,
+    after a warm-up; ``one`` returns the tokens it generated."""
+    one(prompts[0], 2)
+    t = clock()
+    one(prompts[0], 1)
+    ttft = time.perf_counter() - t[0]
+    t = clock()
+    tokens = sum(one(p, n) for p in prompts)
+    return (*rate(tokens, t), ttft)
+
+
 def hf_generate(model, prompts: list[list[int]], n: int, pad_id: int) -> tuple[float, float, float]:
     """(tok/s, tok/s per CPU-second, seconds to first token) of model.generate at batch 1."""
     def one(p: list[int], k: int) -> int:
@@ -59,13 +72,7 @@ def hf_generate(model, prompts: list[list[int]], n: int, pad_id: int) -> tuple[f
         return out.shape[1] - len(p)
 
     with torch.inference_mode():
-        one(prompts[0], 2)
-        t = clock()
-        one(prompts[0], 1)
-        ttft = time.perf_counter() - t[0]
-        t = clock()
-        tokens = sum(one(p, n) for p in prompts)
-    return (*rate(tokens, t), ttft)
+        return batch1(one, prompts, n)
 
 
 def engine_run(engine: Engine, jobs: list[tuple[str, list[int]]], n: int) -> int:
@@ -113,13 +120,7 @@ def llama_cpp(gguf: Path, prompts: list[list[int]], n: int, threads: int) -> tup
                 break
         return count
 
-    one(prompts[0], 2)
-    t = clock()
-    one(prompts[0], 1)
-    ttft = time.perf_counter() - t[0]
-    t = clock()
-    tokens = sum(one(p, n) for p in prompts)
-    return (*rate(tokens, t), ttft)
+    return batch1(one, prompts, n)
 
 
 def agreement(model, tok, convs: list[list[dict[str, str]]], max_tokens: int, batch: int) -> tuple[int, int, float]:
