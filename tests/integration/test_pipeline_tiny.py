@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import pytest
 
@@ -31,16 +32,17 @@ def answer(messages, **params):
 NAMES = ["Ann Lee", "Bob Ray", "Cid Moe", "Dee Wu", "Eve Park", "Fay Ito", "Gus Hale", "Hal Kim"]
 
 
-@pytest.fixture
-def project(tmp_path, tiny_model_dir):
-    (tmp_path / "teacher.py").write_text(TEACHER)
+def write_tiny_project(root: Path, model: Path, *, teacher: str = "teacher", name: str = "tiny-contacts",
+                       probe_inputs: int = 3, max_steps: int = 3, eval_steps: int = 3, eval_inputs: int = 4) -> Path:
+    """A tiny contact-extraction project in ``root``: a python teacher module, 30 inputs, pipeline.yaml."""
+    (root / f"{teacher}.py").write_text(TEACHER)
     rows = [{"text": f"Hello, I am {NAMES[i % 8]}, mail {NAMES[i % 8].split()[0].lower()}{i}@ex.com re order {i}"}
             for i in range(30)]
-    (tmp_path / "inputs.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    (tmp_path / "pipeline.yaml").write_text(textwrap.dedent(f"""\
+    (root / "inputs.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (root / "pipeline.yaml").write_text(textwrap.dedent(f"""\
         # lorapipe run pipeline.yaml
         task:
-          name: tiny-contacts
+          name: {name}
           description: Extract the sender's name and e-mail as JSON.
           system_prompt: Return the sender's name and e-mail as JSON.
           output_schema:
@@ -48,19 +50,24 @@ def project(tmp_path, tiny_model_dir):
             required: [name, email]
             additionalProperties: false
             properties: {{name: {{type: [string, "null"]}}, email: {{type: [string, "null"]}}}}
-        base_model: {tiny_model_dir}
+        base_model: {model}
         data: {{inputs: inputs.jsonl}}
-        teacher: {{kind: python, function: "teacher:answer"}}
-        probe: {{n_inputs: 3, samples: 1, max_new_tokens: 8}}
+        teacher: {{kind: python, function: "{teacher}:answer"}}
+        probe: {{n_inputs: {probe_inputs}, samples: 1, max_new_tokens: 8}}
         score: {{rules: {{grounding: true}}}}
         augment: {{paraphrases: 1, edge_cases: {{short: 2, ambiguous: 0, adversarial: 1}}}}
         split: {{eval_fraction: 0.2}}
         lora: {{r: 4, lora_alpha: 8}}
-        train: {{max_steps: 3, per_device_train_batch_size: 4, gradient_accumulation_steps: 1,
-                 logging_steps: 1, eval_steps: 3, save_steps: 3}}
-        evaluate: {{max_inputs: 4, max_new_tokens: 8}}
+        train: {{max_steps: {max_steps}, per_device_train_batch_size: 4, gradient_accumulation_steps: 1,
+                 logging_steps: 1, eval_steps: {eval_steps}, save_steps: {max_steps}}}
+        evaluate: {{max_inputs: {eval_inputs}, max_new_tokens: 8}}
         """))
-    return tmp_path
+    return root
+
+
+@pytest.fixture
+def project(tmp_path, tiny_model_dir):
+    return write_tiny_project(tmp_path, tiny_model_dir)
 
 
 def cli(*args, cwd):

@@ -3,14 +3,12 @@ versions, and a live `lorapipe serve` app (keys, runs, registry, watch) on a loo
 
 from __future__ import annotations
 
-import json
 import os
 import sys
-import textwrap
 from dataclasses import dataclass
 from pathlib import Path
 
-from test_pipeline_tiny import NAMES, TEACHER
+from test_pipeline_tiny import write_tiny_project
 
 from lorapipe.testing import build_tiny_adapter
 
@@ -22,33 +20,8 @@ ADAPTER = "tiny-contacts"
 def run_tiny_pipeline(root: Path, model: Path) -> Path:
     """`lorapipe run` (the real runner, in-process) on a tiny model and a python teacher; the run folder."""
     root.mkdir(parents=True, exist_ok=True)
-    (root / "teacher_ui.py").write_text(TEACHER)
-    rows = [{"text": f"Hello, I am {NAMES[i % 8]}, mail {NAMES[i % 8].split()[0].lower()}{i}@ex.com re order {i}"}
-            for i in range(30)]
-    (root / "inputs.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    (root / "pipeline.yaml").write_text(textwrap.dedent(f"""\
-        # lorapipe run pipeline.yaml
-        task:
-          name: {ADAPTER}
-          description: Extract the sender's name and e-mail as JSON.
-          system_prompt: Return the sender's name and e-mail as JSON.
-          output_schema:
-            type: object
-            required: [name, email]
-            additionalProperties: false
-            properties: {{name: {{type: [string, "null"]}}, email: {{type: [string, "null"]}}}}
-        base_model: {model}
-        data: {{inputs: inputs.jsonl}}
-        teacher: {{kind: python, function: "teacher_ui:answer"}}
-        probe: {{n_inputs: 2, samples: 1, max_new_tokens: 8}}
-        score: {{rules: {{grounding: true}}}}
-        augment: {{paraphrases: 1, edge_cases: {{short: 2, ambiguous: 0, adversarial: 1}}}}
-        split: {{eval_fraction: 0.2}}
-        lora: {{r: 4, lora_alpha: 8}}
-        train: {{max_steps: 4, per_device_train_batch_size: 4, gradient_accumulation_steps: 1,
-                 logging_steps: 1, eval_steps: 2, save_steps: 4}}
-        evaluate: {{max_inputs: 3, max_new_tokens: 8}}
-        """))
+    write_tiny_project(root, model, teacher="teacher_ui", name=ADAPTER, probe_inputs=2, max_steps=4,
+                       eval_steps=2, eval_inputs=3)
     from lorapipe.config import load_config
     from lorapipe.pipeline.runner import Pipeline
 
