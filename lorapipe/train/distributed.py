@@ -114,12 +114,27 @@ def adapt_to_world(cfg: PipelineConfig, processes: int | None = None) -> tuple[P
 
 
 # ---------------------------------------------------------------------------------- config files
-def _mixed_precision(cfg: PipelineConfig, cuda: bool) -> str:
-    """What the Trainer will use (TrainingArguments.bf16); the launcher must say the same."""
+def bf16_supported(cuda: bool | None = None) -> bool:
+    """Whether bf16 mixed precision pays here: a bf16-capable GPU, or (without one) a CPU with AMX tiles.
+
+    On a CPU, bf16 autocast only helps where matrix units take bf16 (Intel AMX; oneDNN then runs the
+    matmuls ~7x faster than fp32: measured 468 vs 69 GFLOPS on a 2-core Sapphire Rapids VM, a LoRA
+    step on SmolLM2 1.7-1.8x faster). Elsewhere it would convert in software and run slower than fp32.
+    """
     import torch
 
+    if cuda is None:
+        cuda = torch.cuda.is_available()
+    if cuda:
+        return bool(torch.cuda.is_bf16_supported())
+    amx = getattr(torch.cpu, "_is_amx_tile_supported", None)
+    return bool(amx is not None and amx() and torch.backends.mkldnn.is_available())
+
+
+def _mixed_precision(cfg: PipelineConfig, cuda: bool) -> str:
+    """What the Trainer will use (TrainingArguments.bf16); the launcher must say the same."""
     if cfg.train.bf16 == "auto":
-        return "bf16" if cuda and torch.cuda.is_bf16_supported() else "no"
+        return "bf16" if bf16_supported(cuda) else "no"
     return "bf16" if cfg.train.bf16 else "no"
 
 

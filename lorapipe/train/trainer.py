@@ -43,18 +43,15 @@ class _Rows:
         return self.rows[i]
 
 
-def bf16_supported() -> bool:
-    import torch
-
-    return bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported())
-
-
 def _check_hardware(cfg: PipelineConfig) -> None:
     import torch
 
+    from lorapipe.train.distributed import bf16_supported
+
     problems = []
     if cfg.train.bf16 is True and not bf16_supported():
-        problems.append("train.bf16: true, but this machine has no bf16-capable GPU; use `auto` or false")
+        problems.append("train.bf16: true, but this machine has neither a bf16-capable GPU nor a CPU with "
+                        "bf16 matrix units (AMX); use `auto` or false")
     if cfg.lora.quantization and not torch.cuda.is_available():
         problems.append(f"lora.quantization: `{cfg.lora.quantization}` (QLoRA) needs a CUDA GPU with "
                         "bitsandbytes; remove it to train the full-precision base on this machine")
@@ -106,6 +103,8 @@ def newest_checkpoint(ckpt_dir: Path) -> Path | None:
 
 def training_arguments(cfg: PipelineConfig, out_dir: Path, has_eval: bool, n_train: int):
     from transformers import TrainingArguments
+
+    from lorapipe.train.distributed import bf16_supported
 
     t = cfg.train
     bf16 = bf16_supported() if t.bf16 == "auto" else bool(t.bf16)
@@ -281,6 +280,7 @@ def run(cfg: PipelineConfig, train_file: Path, eval_file: Path | None, out_dir: 
         config=cfg.resolved(), metrics=metrics,
         extra={"base_model": info.identity(), "encode": {"train": train_stats, "eval": eval_stats},
                "global_batch": layout.global_batch, "processes": layout.processes,
+               "mixed_precision": "bf16" if args.bf16 else "no",
                "speed": trainer.speed_plan.describe()},
     )
     state = distributed.gather_state_dict(trainer)  # collective under FSDP / ZeRO-3, None otherwise

@@ -226,3 +226,25 @@ def test_cli_rejects_an_unknown_launcher(tmp_path):
     result = CliRunner().invoke(app, ["train", str(tmp_path / "pipeline.yaml"), "--launcher", "slurm"])
     assert isinstance(result.exception, ConfigError)
     assert "--launcher: `slurm` is not a launcher; use `accelerate` or `none`" in str(result.exception)
+
+
+@pytest.mark.parametrize("amx,auto,explicit_ok", [(True, True, True), (False, False, False)])
+def test_bf16_on_cpu_follows_the_matrix_units(tmp_path, monkeypatch, amx, auto, explicit_ok):
+    """Without CUDA, `bf16: auto` means bf16 autocast exactly where the CPU has AMX; `true` elsewhere is refused."""
+    import torch
+
+    from lorapipe.train import trainer
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx, raising=False)
+    assert distributed.bf16_supported() is auto
+    cfg = _cfg(tmp_path)
+    args = trainer.training_arguments(cfg, tmp_path, has_eval=False, n_train=8)
+    assert args.bf16 is auto
+    assert distributed._mixed_precision(cfg, cuda=False) == ("bf16" if auto else "no")
+    cfg = _cfg(tmp_path, **{"train.bf16": True})
+    if explicit_ok:
+        trainer._check_hardware(cfg)
+    else:
+        with pytest.raises(ConfigError, match="AMX"):
+            trainer._check_hardware(cfg)
