@@ -281,3 +281,23 @@ def test_apply_packs_only_models_that_keep_rows_apart(tiny_model_dir, caplog, sl
     speed.undo(model, plan)
     assert model.get_base_model().config._attn_implementation == "sdpa"
     assert model(**DataCollator(0)(_features()), use_cache=False, **{FLAG: True}).logits is not None
+
+
+def test_bf16_on_cpu_holds_frozen_linears_in_bf16_and_gives_them_back(tiny_model_dir, tmp_path, monkeypatch):
+    """CPU bf16 autocast: frozen linears are bf16 during training, fp32 again afterwards; LoRA stays fp32."""
+    from types import SimpleNamespace
+
+    from lorapipe.config import TrainConfig
+    from lorapipe.train import speed
+
+    model = _peft_model(tiny_model_dir)
+    frozen = [m for n, m in model.named_modules() if n.endswith("q_proj.base_layer")]
+    before = frozen[0].weight.detach().clone()
+    trainer = SimpleNamespace(model=model, args=SimpleNamespace(bf16=True, use_cpu=True), data_collator=None)
+    plan = speed.apply(TrainConfig(packing=False), trainer, pad_token_id=0)
+    assert plan.describe()["bf16_frozen_weights"] is True
+    assert all(m.weight.dtype == torch.bfloat16 for m in frozen)
+    assert all(p.dtype == torch.float32 for n, p in model.named_parameters() if p.requires_grad)
+    assert model.get_output_embeddings().weight.dtype == torch.float32  # the head may be the tied embedding
+    speed.undo(model, plan)
+    assert frozen[0].weight.dtype == torch.float32 and torch.equal(frozen[0].weight, before)
