@@ -1,13 +1,22 @@
-"""Write the contact-extraction demo's raw inputs: varied messages, deterministic for a seed.
+"""Write the contact-extraction demo's raw inputs: messages shaped like real traffic, deterministic for a seed.
 
-    python examples/contact-extraction/make_inputs.py --n 400 --seed 7
+    python examples/contact-extraction/make_inputs.py [--n 1200] [--seed 7]
 
 Writes ``inputs.jsonl`` (``{"id", "text"}``: what the teacher sees) and ``references.jsonl``
-(``{"id", "name", "email", "phone"}``: the true contact, used only to report exact-match rates,
-never by the pipeline). The messages are built from parts, not filled into a few templates, so
-that an adapter cannot pass by learning one generator's layout: email signatures, forwarded mail,
-chatty texts, CRM notes, voicemail transcripts, several languages, international phone formats,
-names with accents, hyphens, apostrophes, particles and honorifics, and distractor numbers.
+(``{"id", "name", "email", "phone"}``: the true contact, which teacher.py answers with), and prints
+the shape of what it wrote: the share of each kind of message, of 0/1/2/3 fields given, of each
+language.
+
+Each message is composed from parts, not filled into a fixed template: a kind (message_mail.py,
+message_other.py: e-mails, replies above quoted threads, Outlook headers, cc lines, forwards,
+several people named, long e-mails, auto-replies, system notifications, live chats, call notes,
+voicemail, web forms, tickets, short texts, social messages, cold inquiries), a language (ten, with
+their own phone formats, greetings and sign-offs), people from large name pools (accents, hyphens,
+apostrophes, particles, honorifics, CJK names signed with their own script) and numbers that are
+not phones (dates, times, order, invoice, ticket and room numbers, prices, postcodes, tracking
+numbers, IBANs, error codes). The builders write the label with the text, following the
+conventions of unseen.jsonl (see message_mail.py); unseen.jsonl itself is never read here: it
+stays a measure (``evaluate.extra_sets`` in pipeline.yaml).
 """
 
 from __future__ import annotations
@@ -16,190 +25,122 @@ import argparse
 import hashlib
 import json
 import random
-import unicodedata
+import re
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
-FIRST = ["Ann", "José", "Zoë", "Søren", "Łukasz", "François", "Anaïs", "Björn", "Priya", "Wei", "Aisha",
-         "Mateo", "Olga", "Kenji", "Fatima", "Liam", "Chloé", "Raúl", "Ingrid", "Tomás", "Mei", "Oluwaseun",
-         "Hannah", "Dmitri", "Leila", "Noah", "Saoirse", "Yusuf", "Camille", "Jürgen", "Ana-Maria",
-         "Jean-Luc", "Mary-Kate", "Siobhán", "Nikolai", "Amélie", "Carlos", "Grace", "Hiroshi", "Elif",
-         "Marta", "Ravi", "Lucía", "Émile", "Ngozi", "Sven", "Daniela", "Kofi", "Astrid", "Minh"]
-LAST = ["Lee", "García", "O'Brien", "Müller", "Nowak", "Dubois", "Smith-Jones", "Andersson", "Patel",
-        "Zhang", "Khan", "Rossi", "Ivanova", "Tanaka", "Haddad", "Murphy", "Lefèvre", "Fernández",
-        "Johansson", "D'Angelo", "van der Berg", "de la Cruz", "Okafor", "Schmidt", "Nguyen", "Kowalski",
-        "Østergaard", "MacLeod", "Al-Sayed", "Papadopoulos", "Brown", "Moreau", "Silva", "Yılmaz",
-        "O'Connor", "Costa", "Fischer", "Kim", "Mensah", "Larsen", "Hernández-López", "Björk", "Wright",
-        "Novák", "St. Clair", "Achterberg", "Ferreira", "Abiodun", "Lindqvist", "McAllister"]
-TITLES = ["Dr.", "Mr.", "Ms.", "Mrs.", "Prof.", "Dr", "Mx."]
-DOMAINS = ["gmail.com", "outlook.com", "yahoo.co.uk", "acme-corp.com", "web.de", "orange.fr", "studio.io",
-           "example.org", "mail.company.co", "uni-heidelberg.de", "gov.au", "proton.me", "icloud.com",
-           "consulting.com.br", "startup.ai", "libero.it", "hospital.nhs.uk", "law-firm.ca"]
-PHONES = [  # (format producing text from random digits)
-    lambda r: f"({r.randint(201, 989)}) {r.randint(200, 999)}-{r.randint(1000, 9999)}",
-    lambda r: f"{r.randint(201, 989)}-{r.randint(200, 999)}-{r.randint(1000, 9999)}",
-    lambda r: f"+1 {r.randint(201, 989)} {r.randint(200, 999)} {r.randint(1000, 9999)}",
-    lambda r: f"{r.randint(201, 989)}.{r.randint(200, 999)}.{r.randint(1000, 9999)}",
-    lambda r: f"+44 20 {r.randint(7000, 8999)} {r.randint(1000, 9999)}",
-    lambda r: f"07{r.randint(100, 999)} {r.randint(100000, 999999)}",
-    lambda r: f"+49 30 {r.randint(1000000, 9999999)}",
-    lambda r: f"+49 (0) 89 {r.randint(100, 999)} {r.randint(1000, 9999)}",
-    lambda r: "+33 6 " + " ".join(f"{r.randint(10, 99)}" for _ in range(4)),
-    lambda r: f"+91 {r.randint(70000, 99999)} {r.randint(10000, 99999)}",
-    lambda r: f"+81 3-{r.randint(1000, 9999)}-{r.randint(1000, 9999)}",
-    lambda r: f"+61 2 {r.randint(1000, 9999)} {r.randint(1000, 9999)}",
-    lambda r: f"+55 11 9{r.randint(1000, 9999)}-{r.randint(1000, 9999)}",
-    lambda r: f"+34 {r.randint(600, 699)} {r.randint(100, 999)} {r.randint(100, 999)}",
-    lambda r: f"+353 87 {r.randint(100, 999)} {r.randint(1000, 9999)}",
-    lambda r: f"{r.randint(201, 989)}-{r.randint(200, 999)}-{r.randint(1000, 9999)} ext. {r.randint(10, 999)}",
-    lambda r: f"+27 82 {r.randint(100, 999)} {r.randint(1000, 9999)}",
-    lambda r: f"+46 70-{r.randint(100, 999)} {r.randint(10, 99)} {r.randint(10, 99)}",
-]
-COMPANIES = ["Acme Corp", "Northwind Traders", "Blue Fin Analytics", "Hôtel du Lac", "Müller & Söhne GmbH",
-             "Greenleaf Studio", "Kite Robotics", "St. Mary's Hospital", "Oakridge Legal LLP", "Sunrise Dental"]
-JOBS = ["Head of Procurement", "Sales Manager", "Senior Engineer", "Office Manager", "Research Fellow",
-        "Founder & CEO", "Account Executive", "Paralegal", "Practice Manager", "Product Designer"]
-TOPICS = ["the quote for 250 units", "our meeting on Thursday", "invoice #48213", "the apartment viewing",
-          "the Q3 report", "your order 7731-B", "the conference in Lisbon", "the broken dishwasher",
-          "a dental appointment", "the job posting", "the lease renewal", "the shipment due 12/03"]
+import message_mail as mail  # the part modules sit next to this script (its folder is on sys.path)
+import message_other as other
+from message_parts import LANGS
+
+KEYS = ("name", "email", "phone")
+# kind -> (builder, weight, languages it is written in; other draws become English). At least a fifth
+# of the messages must give no contact or one field only (notifications, auto-replies, short texts,
+# forwards, quoted replies): with fewer, the adapter invented values for them (issue 17: a room number
+# returned as the phone, a quoted sender taken for the writer).
+ALL = LANGS
+KINDS: dict[str, tuple[Callable[[random.Random, str], tuple[str, dict]], int, tuple[str, ...]]] = {
+    "email": (mail.email, 11, ALL), "reply": (mail.reply, 9, ALL), "outlook": (mail.outlook, 5, ALL),
+    "cc_lines": (mail.cc_lines, 4, ALL), "forward": (mail.forward, 6, ALL), "several_people": (mail.several, 9, ALL),
+    "long_email": (mail.long_email, 5, ALL), "auto_reply": (other.auto_reply, 4, ALL),
+    "notification": (other.notification, 6, ("en", "en", "en", *other.NOTIFY)),
+    "chat": (other.chat, 6, ("en", "de", "fr", "es", "nl")), "call_note": (other.call_note, 6, ("en", "de", "fr")),
+    "voicemail": (other.voicemail, 5, ("en", "de", "fr", "es", "it", "nl")), "web_form": (other.web_form, 6, ALL),
+    "ticket": (other.ticket, 4, ALL), "short_text": (other.short_text, 8, ALL), "social": (other.social, 3, ("en",)),
+    "inquiry": (other.inquiry, 4, ALL),
+}
+LANG_WEIGHTS = {"en": 42, "de": 9, "fr": 8, "es": 8, "it": 6, "nl": 6, "pt": 6, "pl": 5, "sv": 5, "tr": 5}
+# Longest message kept, in characters: ~280 SmolLM2 tokens (English ~0.32 tokens a character, the other
+# languages up to ~0.55), so that prompt + message + answer fit train.max_seq_length (384); a longer row
+# would be cut at the end, where the signature is.
+MAX_CHARS = {"en": 850, "tr": 420, "pl": 450}
+MAX_CHARS_OTHER = 500
 
 
-def _email(r: random.Random, first: str, last: str) -> str:
-    def ascii_(s: str) -> str:
-        s = unicodedata.normalize("NFKD", s).encode("ascii", "ignore").decode()
-        return "".join(c for c in s.lower() if c.isalnum())
+@dataclass
+class Message:
+    id: str
+    text: str
+    label: dict
+    kind: str
+    lang: str
 
-    f, l_ = ascii_(first) or "x", ascii_(last) or "y"
-    local = r.choice([f"{f}.{l_}", f"{f[0]}{l_}", f"{f}{r.randint(1, 99)}", f"{l_}.{f}", f"{f}_{l_}",
-                      f"{f}+work", f"{f[0]}.{l_}", f"contact.{l_}"])
-    return f"{local}@{r.choice(DOMAINS)}"
-
-
-def _contact(r: random.Random) -> dict:
-    first, last = r.choice(FIRST), r.choice(LAST)
-    name = f"{first} {last}" if r.random() > 0.1 else first
-    # ~30 % of messages carry no email: with fewer, the adapter learned to invent one (measured)
-    has_email, has_phone = r.random() > 0.4, r.random() > 0.25
-    if not (has_email or has_phone):
-        has_email = True
-    return {"name": name, "first": first, "title": r.choice(TITLES) if r.random() < 0.2 else None,
-            "email": _email(r, first, last) if has_email else None,
-            "phone": r.choice(PHONES)(r) if has_phone else None}
+    @property
+    def fields(self) -> int:
+        return sum(self.label[k] is not None for k in KEYS)
 
 
-def _styles():
-    def signature(r, c):
-        shown = f"{c['title']} {c['name']}" if c["title"] else c["name"]
-        lines = [shown, r.choice(JOBS) + (f" | {r.choice(COMPANIES)}" if r.random() < 0.7 else "")]
-        if c["phone"]:
-            lines.append(r.choice(["T: ", "Tel: ", "Mobile: ", "M ", "Phone: ", "📞 ", ""]) + c["phone"])
-        if c["email"]:
-            lines.append(r.choice(["E: ", "Email: ", "", "✉ "]) + c["email"])
-        body = r.choice([f"Thanks for the update on {r.choice(TOPICS)}. Let me know if you need anything else.",
-                         f"Please find attached the documents regarding {r.choice(TOPICS)}.",
-                         f"Just following up on {r.choice(TOPICS)} — could you confirm by Friday?"])
-        return f"{r.choice(['Hi team,', 'Hello,', 'Dear Sir or Madam,', 'Hi there,'])}\n\n{body}\n\n" \
-               f"{r.choice(['Best regards,', 'Kind regards,', 'Cheers,', 'Thanks,', 'Saludos,'])}\n--\n" \
-               + "\n".join(lines)
+def check_label(text: str, lab: dict) -> None:
+    """Every value is copied from the text (an internal invariant of the builders)."""
+    assert set(lab) == set(KEYS), lab
+    for k in KEYS:
+        assert lab[k] is None or (isinstance(lab[k], str) and lab[k] and lab[k] in text), (k, lab[k], text)
 
-    def forwarded(r, c):
-        who = f"{c['name']} <{c['email']}>" if c["email"] else c["name"]
-        tail = f"\n\nYou can call me on {c['phone']}." if c["phone"] else ""
-        return (f"{r.choice(['FYI, see below.', 'Forwarding this one to you.', 'Can you handle this?'])}\n\n"
-                f"---------- Forwarded message ---------\nFrom: {who}\nDate: Mon, {r.randint(1, 28)} Oct 2026 "
-                f"{r.randint(8, 18)}:{r.randint(10, 59)}\nSubject: Re: {r.choice(TOPICS)}\n\n"
-                f"{r.choice(['Hello,', 'Hi,'])} I'm writing about {r.choice(TOPICS)}.{tail}")
 
-    def chatty(r, c):
-        bits = [r.choice(["hey!! ", "hiya, ", "yo ", "hi :) ", "omg hi "]),
-                r.choice([f"it's {c['first']} from the meetup", f"{c['name']} here", f"this is {c['name']} lol",
-                          f"{c['first']} here (the one with the dog)"])]
-        if c["phone"]:
-            bits.append(r.choice([f", text me at {c['phone']}", f". my cell is {c['phone']}",
-                                  f" — {c['phone']} is my number"]))
-        if c["email"]:
-            bits.append(r.choice([f" or email {c['email']}", f", my email's {c['email']}",
-                                  f". {c['email']} works too"]))
-        bits.append(r.choice([" 👍", "!! see u", " thx", "", " - talk soon"]))
-        if c["name"] != c["first"] and "lol" not in bits[1] and "here" not in bits[1]:
-            pass
-        return "".join(bits)
-
-    def crm(r, c):
-        parts = [f"Lead: {c['name']}", f"Source: {r.choice(['webinar', 'referral', 'trade show', 'website'])}"]
-        if c["email"]:
-            parts.append(f"Email: {c['email']}")
-        if c["phone"]:
-            parts.append(f"Phone: {c['phone']}")
-        parts.append(f"Notes: interested in {r.choice(TOPICS)}; budget ~${r.randint(2, 90)}k")
-        r.shuffle(parts)
-        return r.choice(["; ", "\n", " | "]).join(parts)
-
-    def voicemail(r, c):
-        shown = f"{c['title']} {c['name']}" if c["title"] else c["name"]
-        s = (f"Voicemail transcript ({r.randint(0, 2)}:{r.randint(10, 59)}): Hi, this is {shown} calling about "
-             f"{r.choice(TOPICS)}.")
-        if c["phone"]:
-            s += f" Please call me back at {c['phone']}."
-        if c["email"]:
-            s += f" Or drop me a line at {c['email']}."
-        return s + r.choice([" Thanks, bye.", " Have a good one.", ""])
-
-    def foreign(r, c):
-        lang = r.choice(["es", "fr", "de", "it"])
-        intro = {"es": f"Hola, soy {c['name']}.", "fr": f"Bonjour, je m'appelle {c['name']}.",
-                 "de": f"Guten Tag, mein Name ist {c['name']}.", "it": f"Ciao, sono {c['name']}."}[lang]
-        out = [intro]
-        if c["phone"]:
-            out.append({"es": f"Mi teléfono es {c['phone']}.", "fr": f"Mon numéro : {c['phone']}.",
-                        "de": f"Telefon: {c['phone']}.", "it": f"Il mio numero è {c['phone']}."}[lang])
-        if c["email"]:
-            out.append({"es": f"Correo: {c['email']}", "fr": f"Courriel : {c['email']}",
-                        "de": f"E-Mail: {c['email']}", "it": f"Email: {c['email']}"}[lang])
-        return " ".join(out)
-
-    def inquiry(r, c):
-        shown = f"{c['title']} {c['name']}" if c["title"] else c["name"]
-        s = (f"Good {r.choice(['morning', 'afternoon', 'evening'])}, my name is {shown} and I'd like to ask about "
-             f"{r.choice(TOPICS)}. We need it by {r.randint(1, 28)}/{r.randint(1, 12)} and the budget is "
-             f"{r.randint(100, 9000)} EUR.")
-        contact = []
-        if c["email"]:
-            contact.append(f"reach me at {c['email']}")
-        if c["phone"]:
-            contact.append(f"call {c['phone']}")
-        return s + (" You can " + " or ".join(contact) + "." if contact else "")
-
-    return [signature, forwarded, chatty, crm, voicemail, foreign, inquiry]
+def generate(n: int, seed: int) -> list[Message]:
+    """``n`` distinct messages; message i is a function of (seed, i) alone, so editing one builder
+    does not reshuffle the rest."""
+    kinds, kw = list(KINDS), [w for _, w, _ in KINDS.values()]
+    langs, lw = list(LANG_WEIGHTS), list(LANG_WEIGHTS.values())
+    assert set(langs) == set(LANGS)
+    out: list[Message] = []
+    seen: set[str] = set()
+    i = 0
+    while len(out) < n:
+        r = random.Random(f"contact-demo:{seed}:{i}")
+        i += 1
+        kind, lang = r.choices(kinds, kw)[0], r.choices(langs, lw)[0]
+        build, _, written_in = KINDS[kind]
+        lang = lang if lang in written_in else "en"
+        text, lab = build(r, lang)
+        text = re.sub(r"\n{3,}", "\n\n", re.sub(r"[ \t]+\n", "\n", text)).strip()
+        if text in seen or len(text) > MAX_CHARS.get(lang, MAX_CHARS_OTHER):
+            continue
+        check_label(text, lab)
+        seen.add(text)
+        out.append(Message(hashlib.sha256(text.encode()).hexdigest()[:12], text, lab, kind, lang))
+    return out
 
 
 def make(n: int, seed: int) -> tuple[list[dict], list[dict]]:
-    r = random.Random(seed)
-    styles = _styles()
-    inputs, refs, seen = [], [], set()
-    while len(inputs) < n:
-        c = _contact(r)
-        text = r.choice(styles)(r, c)
-        if text in seen:
-            continue
-        seen.add(text)
-        # The contact's name as written in the message, without an honorific.
-        name = c["name"] if c["name"] in text else c["first"]
-        rid = hashlib.sha256(text.encode()).hexdigest()[:12]
-        inputs.append({"id": rid, "text": text})
-        refs.append({"id": rid, "name": name, "email": c["email"], "phone": c["phone"]})
-    return inputs, refs
+    """(inputs rows, reference rows) as the two files hold them."""
+    msgs = generate(n, seed)
+    return ([{"id": m.id, "text": m.text} for m in msgs],
+            [{"id": m.id, **{k: m.label[k] for k in KEYS}} for m in msgs])
+
+
+def shape(msgs: list[Message]) -> str:
+    """The share of each kind, of 0-3 fields given, and of each language."""
+    n = len(msgs)
+
+    def pct(c: Counter) -> str:
+        return ", ".join(f"{k} {v / n:.0%}" for k, v in c.most_common())
+
+    fields = Counter(m.fields for m in msgs)
+    low = sum(m.fields <= 1 for m in msgs)
+    return "\n".join([f"{n} messages; {low / n:.0%} give no contact or one field only",
+                      "fields given: " + ", ".join(f"{k}: {fields[k] / n:.0%}" for k in range(4)),
+                      "per field: " + ", ".join(f"{k} {sum(m.label[k] is not None for m in msgs) / n:.0%}"
+                                                for k in KEYS),
+                      "kinds: " + pct(Counter(m.kind for m in msgs)),
+                      "languages: " + pct(Counter(m.lang for m in msgs))])
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--n", type=int, default=400)
+    ap = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    ap.add_argument("--n", type=int, default=1200)
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument("--out", type=Path, default=Path(__file__).parent)
     a = ap.parse_args()
-    inputs, refs = make(a.n, a.seed)
-    for name, rows in (("inputs.jsonl", inputs), ("references.jsonl", refs)):
-        (a.out / name).write_text("".join(json.dumps(x, ensure_ascii=False) + "\n" for x in rows), encoding="utf-8")
-    print(f"wrote {len(inputs)} inputs to {a.out / 'inputs.jsonl'}")
+    msgs = generate(a.n, a.seed)
+    rows = {"inputs.jsonl": [{"id": m.id, "text": m.text} for m in msgs],
+            "references.jsonl": [{"id": m.id, **{k: m.label[k] for k in KEYS}} for m in msgs]}
+    for name, lines in rows.items():
+        (a.out / name).write_text("".join(json.dumps(x, ensure_ascii=False) + "\n" for x in lines), encoding="utf-8")
+    print(f"wrote {len(msgs)} inputs to {a.out / 'inputs.jsonl'} and their labels to {a.out / 'references.jsonl'}")
+    print(shape(msgs))
 
 
 if __name__ == "__main__":

@@ -257,14 +257,17 @@ def paraphrase_messages(task: Any, input_text: str, index: int = 0) -> Messages:
 
 
 def edge_case_messages(task: Any, category: str, index: int, examples: list[str] | None = None) -> Messages:
-    """Ask for one hard input of ``category`` (short, ambiguous, adversarial); variants rotate by index."""
-    _, kind = edge_variant(category, index)
+    """Ask for one hard input of ``category`` (short, ambiguous, adversarial); variants rotate by index.
+
+    The prompt names the category and variant id (``case number 3 of its kind (adversarial:
+    nothing_to_find)``), so a function teacher can tell from the text alone which case is asked for."""
+    vid, kind = edge_variant(category, index)
     parts = [f"You are writing test inputs for this task: {task.description.strip()}"]
     if task.format_spec.strip():
         parts.append(f"The expected output format is:\n{task.format_spec.strip()}")
     if examples:
         parts.append("Typical inputs look like this:\n" + "\n".join(_fence(e) for e in examples[:3]))
     parts.append(f"Write one new input that is {kind}.")
-    parts.append(f"This is case number {index + 1} of its kind; vary names, topic and wording. Reply with "
-                 "the input text only: no preamble, no quotes, no labels, no answer.")
+    parts.append(f"This is case number {index + 1} of its kind ({category}: {vid}); vary names, topic and wording. "
+                 "Reply with the input text only: no preamble, no quotes, no labels, no answer.")
     return [{"role": "user", "content": "\n\n".join(parts)}]

@@ -114,6 +114,8 @@ def test_edge_case_prompts_per_category(cfg, category, index, expected):
     assert expected in text
     assert cfg.task.description in text and "<<<\nex one\n>>>" in text
     assert f"case number {index + 1}" in text and "no answer" in text
+    # the category and variant are named, so a function teacher can tell from the text which case is asked for
+    assert f"of its kind ({category}: {prompts.edge_variant(category, index)[0]})" in text
 
 
 def test_edge_case_unknown_category(cfg):

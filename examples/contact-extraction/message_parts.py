@@ -1,0 +1,460 @@
+"""The nouns of the demo's messages: people, phone numbers, e-mail addresses and companies (the numbers
+that are *not* phones are in message_numbers.py). make_inputs.py and edge_cases.py compose messages
+from these; message_phrases.py holds the sentences around them.
+
+Every generator takes a ``random.Random`` so a seed fixes the output. Pools are large on purpose:
+~700 names over ten languages, thousands of company names, a dozen phone formats per country, so an
+adapter learns where a value sits in a message, not which values the generator likes.
+"""
+
+from __future__ import annotations
+
+import random
+import unicodedata
+from dataclasses import dataclass
+
+LANGS = ("en", "de", "fr", "es", "it", "nl", "pt", "pl", "sv", "tr")
+
+# first names by gender (for gendered honorifics and greetings), and surnames, per language
+NAMES: dict[str, dict[str, list[str]]] = {
+    "en": {
+        "f": ["Olivia", "Emma", "Charlotte", "Amelia", "Harper", "Evelyn", "Abigail", "Ella", "Scarlett", "Madison",
+              "Lily", "Rosalind", "Nora", "Hazel", "Violet", "Aurora", "Savannah", "Brooklyn", "Leah", "Stella",
+              "Maeve", "Imogen", "Poppy", "Freya", "Orla", "Keira", "Jasmine", "Tegan", "Bethany", "Courtney",
+              "Deirdre", "Gemma", "Rhiannon", "Siân", "Kayla", "Trinity", "Mackenzie", "Marguerite", "Destiny",
+              "Yolanda", "Shannon", "Lorna", "Marnie", "Tilly", "Harriet", "Philippa", "Wren", "Juniper"],
+        "m": ["Liam", "Noah", "Oliver", "Elijah", "James", "William", "Benjamin", "Lucas", "Henry", "Theodore",
+              "Jack", "Levi", "Alexander", "Jackson", "Mason", "Ethan", "Logan", "Alistair", "Carter", "Wyatt",
+              "Finn", "Rory", "Cian", "Declan", "Ewan", "Fraser", "Hamish", "Lachlan", "Tyler", "Brandon", "Darnell",
+              "Jamal", "Trevor", "Dwight", "Clive", "Nigel", "Rupert", "Gareth", "Rhys", "Dylan", "Cody", "Travis",
+              "Mitchell", "Bryce", "Curtis", "Seamus", "Barnaby", "Ezra"],
+        "last": ["Whitfield", "Harrington", "O'Donnell", "McAllister", "Pemberton", "Ashcroft", "Fairbanks", "Goldberg",
+                 "Castellano", "Nakashima", "Oyelaran", "Featherstone", "Blackwood", "Langley-Hughes", "Prescott",
+                 "Quigley", "Rutherford", "Sheridan", "Thistlewood", "Underhill", "Vance", "Winslow", "Yardley",
+                 "Abernethy", "Barraclough", "Cavanagh", "Drummond", "Ellison", "Fitzgerald", "Gallagher", "Hollis",
+                 "Ingram", "Jennings", "Kershaw", "Lockhart", "Mahoney", "Northcott", "Ogunleye", "Pryce-Jones",
+                 "Radcliffe", "Stokes", "Tremaine", "Upton", "Villiers", "Wakefield", "Ashworth-Bell", "D'Souza",
+                 "MacIntyre", "O'Rourke", "St. John", "Van Buren", "De Souza", "Okonjo", "Banerjee", "Chaudhary"],
+    },
+    "de": {
+        "f": ["Annika", "Birgit", "Carina", "Dörte", "Elke", "Friederike", "Gesine", "Heike", "Ilka", "Jutta",
+              "Katrin", "Leonie", "Mareike", "Nadine", "Ortrud", "Svenja", "Theresa", "Ulrike", "Wiebke", "Hannelore",
+              "Anne-Kathrin", "Mia-Sophie", "Gudrun", "Liesel", "Käthe", "Franziska"],
+        "m": ["Andreas", "Bernd", "Christoph", "Detlef", "Eckhard", "Florian", "Gerhard", "Hendrik", "Ingo", "Jens",
+              "Klaus-Peter", "Lutz", "Matthias", "Niklas", "Ottmar", "Rüdiger", "Sönke", "Thorsten", "Uwe", "Volker",
+              "Wolfgang", "Jörn", "Malte", "Benedikt", "Till", "Ansgar"],
+        "last": ["Hoffmeister", "Brückner", "Schäfer", "Köhler", "Großmann", "Lehmann", "Zimmermann", "Wagner-Stolz",
+                 "Krüger", "Hartmann", "von Ahlen", "Pfeiffer", "Vogelsang", "Oberhuber", "Steinbrück", "Weißhaupt",
+                 "Dreßler", "Kühne", "Löffler", "Sauerbrey", "zu Dohna", "Bachmann", "Eichhorn", "Gärtner",
+                 "Heßler", "Jäger", "Kessler-Frey", "Mößner", "Nüßlein", "Rößler"],
+    },
+    "fr": {
+        "f": ["Aurélie", "Bénédicte", "Céline", "Delphine", "Églantine", "Florence", "Gaëlle", "Hélène", "Inès",
+              "Joséphine", "Laetitia", "Maëlle", "Noémie", "Océane", "Pascale", "Solène", "Typhaine", "Valérie",
+              "Marie-Claude", "Anne-Sophie", "Clémence", "Mathilde", "Ségolène", "Agnès"],
+        "m": ["Arnaud", "Benoît", "Cédric", "Damien", "Étienne", "Fabrice", "Grégoire", "Hervé", "Jérôme", "Loïc",
+              "Mathis", "Nicolas", "Olivier", "Pierre-Yves", "Quentin", "Rémi", "Sébastien", "Thibault", "Yannick",
+              "Jean-Baptiste", "Gaëtan", "Timothée", "Anatole", "Bastien"],
+        "last": ["Beaumont", "Chevalier", "Delacroix", "Fontaine", "Girard", "Lacroix-Martin", "Mercier", "Perrin",
+                 "Rousseau", "Vasseur", "de la Fontaine", "Le Goff", "Lemaître", "Château", "Bérenger", "Dufresne",
+                 "d'Aubigny", "Guérin", "Hébert", "Joubert", "Lefebvre-Roy", "Péguy", "Rivière", "Thévenet"],
+    },
+    "es": {
+        "f": ["Alba", "Begoña", "Consuelo", "Dolores", "Esperanza", "Fernanda", "Guadalupe", "Inmaculada", "Julieta",
+              "Lourdes", "Macarena", "Nieves", "Pilar", "Rocío", "Soledad", "Valentina", "María José", "Ainhoa",
+              "Itziar", "Montserrat", "Catalina", "Renata"],
+        "m": ["Álvaro", "Borja", "César", "Diego", "Eusebio", "Fermín", "Gonzalo", "Hugo", "Ignacio", "Joaquín",
+              "Leandro", "Mauricio", "Nicolás", "Óscar", "Pablo", "Rodrigo", "Sergio", "Txema", "Juan Carlos",
+              "Agustín", "Emiliano", "Ramiro"],
+        "last": ["Aguirre", "Belmonte", "Cabrera", "Domínguez", "Echeverría", "Fuentes", "Guzmán", "Iglesias",
+                 "Jiménez-Prieto", "Lozano", "Medina", "Navarro", "Ordóñez", "Peña", "Quiroga", "Salazar", "Téllez",
+                 "Urrutia", "Villalobos", "de la Vega", "Zubizarreta", "Núñez", "Ibáñez", "Muñoz del Río"],
+    },
+    "it": {
+        "f": ["Alessandra", "Benedetta", "Caterina", "Donatella", "Eleonora", "Francesca", "Gaia", "Ilaria",
+              "Ludovica", "Marta", "Noemi", "Ornella", "Raffaella", "Serena", "Vittoria", "Annalisa", "Chiara",
+              "Rossella"],
+        "m": ["Alessio", "Bruno", "Cesare", "Davide", "Emanuele", "Fabrizio", "Gianluca", "Jacopo", "Leonardo",
+              "Massimo", "Niccolò", "Pierluigi", "Riccardo", "Salvatore", "Tommaso", "Vittorio", "Gianmarco", "Ettore"],
+        "last": ["Abbate", "Barbieri", "Colombo", "De Luca", "Esposito", "Ferrara", "Galli", "Lombardi", "Mancini",
+                 "Marchetti", "Pellegrini", "Rinaldi", "Santoro", "Testa", "Vitale", "Dell'Acqua", "Lo Russo",
+                 "Di Stefano", "Sant'Angelo", "Zanetti"],
+    },
+    "nl": {
+        "f": ["Anouk", "Bregje", "Daphne", "Eline", "Fleur", "Gerda", "Hanneke", "Ilse", "Janneke", "Liesbeth",
+              "Marloes", "Noortje", "Roos", "Sietske", "Tessa", "Wilhelmina", "Marieke", "Jolien"],
+        "m": ["Arjen", "Bas", "Coen", "Dirk-Jan", "Evert", "Frits", "Gijs", "Hidde", "Joost", "Koen", "Luuk",
+              "Maarten", "Niels", "Ruud", "Sjoerd", "Thijs", "Wouter", "Jeroen"],
+        "last": ["van der Meulen", "de Jong", "Bakker", "Visser", "Smit", "Mulder", "van Dijk", "de Boer",
+                 "Vermeulen", "van den Heuvel", "Kuipers", "Dekker", "Brouwer", "van Leeuwen", "'t Hart",
+                 "Verhoeven", "de Wit", "Hendriks", "Schouten", "van 't Zand"],
+    },
+    "pt": {
+        "f": ["Adriana", "Bianca", "Conceição", "Daniela", "Fabiana", "Gabriela", "Helena", "Joana", "Larissa",
+              "Mariana", "Natália", "Patrícia", "Raquel", "Tatiana", "Vitória", "Ana Luísa", "Inês", "Letícia"],
+        "m": ["André", "Bernardo", "Caio", "Diogo", "Emanuel", "Fábio", "Gustavo", "Henrique", "Igor", "Leonardo",
+              "Marcelo", "Nuno", "Otávio", "Rodrigo", "Sérgio", "Tiago", "Rui", "Vasco"],
+        "last": ["Almeida", "Barbosa", "Cardoso", "Duarte", "Esteves", "Fonseca", "Gonçalves", "Lopes", "Magalhães",
+                 "Moreira", "Pacheco", "Queiroz", "Rebelo", "Sampaio", "Teixeira", "da Costa", "dos Santos",
+                 "Araújo", "Brandão", "Simões"],
+    },
+    "pl": {
+        "f": ["Agnieszka", "Barbara", "Dorota", "Ewa", "Grażyna", "Halina", "Iwona", "Joanna", "Katarzyna",
+              "Magdalena", "Małgorzata", "Natalia", "Urszula", "Weronika", "Zofia", "Aleksandra"],
+        "m": ["Adam", "Bartosz", "Dariusz", "Grzegorz", "Jarosław", "Krzysztof", "Maciej", "Marek", "Paweł", "Piotr",
+              "Radosław", "Sławomir", "Wojciech", "Zbigniew", "Michał", "Jędrzej"],
+        "last": ["Zieliński", "Wiśniewska", "Wójcik", "Kamińska", "Lewandowski", "Dąbrowska", "Szymański",
+                 "Woźniak", "Kozłowski", "Jankowska", "Mazur", "Krawczyk", "Grabowski", "Pawłowska",
+                 "Michalski", "Król", "Wieczorek", "Jabłoński", "Nowicka-Sobczak", "Zając"],
+    },
+    "sv": {
+        "f": ["Annika", "Birgitta", "Elin", "Frida", "Greta", "Hanna", "Ida", "Karin", "Linnéa", "Maja", "Sigrid",
+              "Tove", "Ulla", "Ebba", "Alva", "Agnes"],
+        "m": ["Anders", "Björn", "Emil", "Fredrik", "Gustav", "Henrik", "Jonas-Erik", "Kalle", "Lars", "Magnus",
+              "Nils", "Oskar", "Per", "Stefan", "Viktor", "Axel"],
+        "last": ["Bergström", "Ekström", "Forsberg", "Gustafsson", "Hedlund", "Holmqvist", "Isaksson", "Jonsson",
+                 "Karlsson", "Lundgren", "Nordin", "Öberg", "Sandberg", "Sjöberg", "Wallin", "Åkesson", "Ljungqvist",
+                 "af Klercker", "Östlund", "Strand"],
+    },
+    "tr": {
+        "f": ["Ayşe", "Burcu", "Çiğdem", "Derya", "Ebru", "Fatma", "Gülşen", "Hülya", "İpek", "Merve", "Nazlı",
+              "Özlem", "Pınar", "Selin", "Tuğba", "Zeynep"],
+        "m": ["Ahmet", "Barış", "Cem", "Emre", "Furkan", "Hakan", "İbrahim", "Kerem", "Murat", "Oğuz", "Serkan",
+              "Tolga", "Umut", "Volkan", "Yiğit", "Çağlar"],
+        "last": ["Aydın", "Çelik", "Demir", "Erdoğan", "Güneş", "Kaya", "Koç", "Kurt", "Öztürk", "Polat", "Şahin",
+                 "Tekin", "Uçar", "Yıldız", "Arslan", "Doğan", "Karaca", "Özdemir", "Bulut", "Akgül"],
+    },
+}
+
+# (given name, family name, the name in its own script): signed "Given Family (native)"
+CJK = [("Wei", "Zhang", "张伟"), ("Xiaoling", "Chen", "陈晓玲"), ("Jun", "Liu", "刘军"),
+       ("Meiling", "Huang", "黄美玲"), ("Haoran", "Zhou", "周浩然"), ("Yifan", "Xu", "徐一凡"),
+       ("Takeshi", "Mori", "森 武"), ("Haruka", "Ito", "伊藤 遥"),
+       ("Daisuke", "Kobayashi", "小林 大輔"), ("Aiko", "Fujimoto", "藤本 愛子"), ("Ren", "Matsuda", "松田 蓮"),
+       ("Sakura", "Yamaguchi", "山口 さくら"), ("Min-jun", "Park", "박민준"), ("Seo-yeon", "Choi", "최서연"),
+       ("Ha-eun", "Jung", "정하은"), ("Dong-hyun", "Kang", "강동현"), ("Ji-ho", "Yoon", "윤지호"),
+       ("Lan", "Tran", "陳蘭")]
+
+HONORIFICS = {  # (before a full name or a surname); never part of a label
+    "en": {"f": ["Ms.", "Mrs.", "Dr.", "Dr", "Prof.", "Miss"], "m": ["Mr.", "Dr.", "Dr", "Prof.", "Mr"]},
+    "de": {"f": ["Frau", "Dr.", "Frau Dr.", "Prof. Dr."], "m": ["Herr", "Dr.", "Herr Dr.", "Prof. Dr."]},
+    "fr": {"f": ["Mme", "Madame", "Dr", "Maître"], "m": ["M.", "Monsieur", "Dr", "Maître"]},
+    "es": {"f": ["Sra.", "Dña.", "Dra.", "Lic."], "m": ["Sr.", "D.", "Dr.", "Ing."]},
+    "it": {"f": ["Dott.ssa", "Sig.ra", "Avv.", "Prof.ssa"], "m": ["Dott.", "Sig.", "Ing.", "Avv."]},
+    "nl": {"f": ["mevr.", "Dr.", "mr."], "m": ["dhr.", "Dr.", "ir."]},
+    "pt": {"f": ["Sra.", "Dra.", "Eng.ª"], "m": ["Sr.", "Dr.", "Eng."]},
+    "pl": {"f": ["Pani", "dr", "mgr"], "m": ["Pan", "dr", "inż."]},
+    "sv": {"f": ["Dr.", "Fru"], "m": ["Dr.", "Herr"]},
+    "tr": {"f": ["Dr.", "Av."], "m": ["Dr.", "Av."]},
+}
+
+FREE_MAIL = {"en": ["gmail.com", "outlook.com", "yahoo.com", "hotmail.co.uk", "icloud.com", "aol.com", "proton.me",
+                    "fastmail.fm", "btinternet.com", "bigpond.com", "rediffmail.com", "mail.com"],
+             "de": ["gmx.de", "web.de", "t-online.de", "posteo.de", "gmx.at", "bluewin.ch", "freenet.de"],
+             "fr": ["orange.fr", "free.fr", "laposte.net", "wanadoo.fr", "sfr.fr", "skynet.be"],
+             "es": ["hotmail.es", "yahoo.es", "telefonica.net", "gmail.com", "outlook.es", "prodigy.net.mx"],
+             "it": ["libero.it", "virgilio.it", "tiscali.it", "alice.it", "fastwebnet.it"],
+             "nl": ["ziggo.nl", "xs4all.nl", "kpnplanet.nl", "hetnet.nl", "telenet.be"],
+             "pt": ["sapo.pt", "uol.com.br", "bol.com.br", "terra.com.br", "clix.pt"],
+             "pl": ["wp.pl", "o2.pl", "onet.pl", "interia.pl", "gazeta.pl"],
+             "sv": ["telia.com", "bredband.net", "spray.se", "hotmail.se"],
+             "tr": ["yandex.com.tr", "hotmail.com.tr", "superonline.com", "ttmail.com"]}
+TLDS = {"en": [".com", ".co.uk", ".com.au", ".ie", ".io", ".co.za", ".ca", ".in", ".org", ".net", ".co.nz"],
+        "de": [".de", ".at", ".ch", ".com", ".eu"], "fr": [".fr", ".be", ".ca", ".com", ".eu"],
+        "es": [".es", ".com.mx", ".com.ar", ".com", ".co"], "it": [".it", ".com", ".eu"],
+        "nl": [".nl", ".be", ".com", ".eu"], "pt": [".pt", ".com.br", ".com"], "pl": [".pl", ".com.pl", ".eu"],
+        "sv": [".se", ".com", ".nu"], "tr": [".com.tr", ".com", ".net.tr"]}
+
+CO_WORDS = ["Alder", "Amber", "Anchor", "Apex", "Arbor", "Aster", "Atlas", "Aurora", "Basalt", "Beacon", "Birch",
+            "Bluestone", "Bramble", "Brightline", "Cedar", "Cinder", "Clearwater", "Cobalt", "Copper", "Coral",
+            "Crescent", "Crown", "Delta", "Ember", "Evergreen", "Falcon", "Fernwood", "Flint", "Foxglove", "Granite",
+            "Harbor", "Hawthorn", "Heron", "Highgate", "Indigo", "Ironbark", "Juniper", "Keystone", "Lantern",
+            "Larch", "Linden", "Lodestar", "Magnolia", "Maple", "Marigold", "Meadow", "Millstone", "Northgate",
+            "Oakhill", "Onyx", "Orchard", "Pinnacle", "Quarry", "Quartz", "Redwood", "Ridgeway", "Rivermark",
+            "Saffron", "Sandpiper", "Silverleaf", "Skylark", "Sparrow", "Stonebridge", "Summit", "Tamarind",
+            "Thornbury", "Tidewater", "Vantage", "Westbrook", "Willow", "Windmill", "Yarrow", "Zephyr", "Kestrel",
+            "Lumen", "Nimbus", "Orbit", "Polaris", "Solstice", "Tundra", "Verdant", "Wavecrest"]
+CO_KINDS = {"en": ["Logistics", "Analytics", "Dental", "Legal LLP", "Builders", "Consulting", "Labs", "Media",
+                   "Insurance Group", "Foods", "Properties", "Capital", "Health", "Engineering Ltd", "Design Co.",
+                   "Outfitters", "Software", "Partners", "Pharma", "Studio"],
+            "de": ["GmbH", "AG", "Haustechnik GmbH", "Logistik GmbH", "Bau GmbH & Co. KG", "Consulting GmbH",
+                   "Maschinenbau AG", "Steuerberatung", "Immobilien GmbH", "Medizintechnik GmbH"],
+            "fr": ["SARL", "SAS", "Conseil", "Immobilier", "Architectes", "Transports", "Assurances", "Études"],
+            "es": ["S.L.", "S.A.", "Asesores", "Arquitectos", "Logística S.L.", "Consultores", "Distribuciones"],
+            "it": ["S.r.l.", "S.p.A.", "Consulting S.r.l.", "Impianti", "Logistica", "Studio Associato"],
+            "nl": ["B.V.", "Advies", "Bouw B.V.", "Logistiek", "Makelaardij", "Techniek B.V."],
+            "pt": ["Lda.", "S.A.", "Consultoria", "Engenharia Ltda.", "Logística", "Arquitetura"],
+            "pl": ["Sp. z o.o.", "S.A.", "Consulting", "Logistyka Sp. z o.o.", "Budownictwo"],
+            "sv": ["AB", "Konsult AB", "Bygg AB", "Logistik AB", "Fastigheter"],
+            "tr": ["A.Ş.", "Ltd. Şti.", "Danışmanlık", "Lojistik A.Ş.", "Mühendislik"]}
+
+JOBS = {"en": ["Head of Procurement", "Sales Manager", "Senior Engineer", "Office Manager", "Research Fellow",
+               "Founder & CEO", "Account Executive", "Paralegal", "Practice Manager", "Product Designer",
+               "Operations Lead", "Finance Director", "HR Business Partner", "Project Coordinator", "Site Manager",
+               "Customer Success Manager", "Senior Lecturer", "Marketing Manager", "Buyer", "IT Administrator"],
+        "de": ["Geschäftsführer", "Einkaufsleitung", "Projektleiterin", "Vertrieb Innendienst", "Technischer Leiter",
+               "Buchhaltung", "Assistenz der Geschäftsführung", "Personalreferentin"],
+        "fr": ["Directrice commerciale", "Chef de projet", "Responsable achats", "Gérant", "Comptable",
+               "Assistante de direction", "Ingénieur d'études"],
+        "es": ["Director comercial", "Jefa de compras", "Gerente", "Responsable de logística", "Administración",
+               "Coordinadora de proyectos"],
+        "it": ["Responsabile acquisti", "Direttore tecnico", "Ufficio amministrazione", "Project manager",
+               "Titolare", "Segreteria"],
+        "nl": ["Inkoper", "Projectleider", "Office manager", "Directeur", "Financieel adviseur", "Accountmanager"],
+        "pt": ["Diretora comercial", "Gerente de compras", "Engenheiro de projeto", "Departamento financeiro"],
+        "pl": ["Kierownik projektu", "Dział zakupów", "Specjalistka ds. sprzedaży", "Prezes zarządu"],
+        "sv": ["Inköpschef", "Projektledare", "Försäljningschef", "Ekonomiansvarig"],
+        "tr": ["Satın Alma Müdürü", "Proje Yöneticisi", "Genel Müdür", "Muhasebe Uzmanı"]}
+
+
+def digits(r: random.Random, n: int) -> str:
+    return "".join(str(r.randint(0, 9)) for _ in range(n))
+
+
+def lead_digits(r: random.Random, n: int, first: str = "123456789") -> str:
+    return r.choice(first) + digits(r, n - 1)
+
+
+def _us(r: random.Random) -> str:
+    a, b, c = lead_digits(r, 3, "2345689"), lead_digits(r, 3, "2345679"), digits(r, 4)
+    return r.choice([f"({a}) {b}-{c}", f"{a}-{b}-{c}", f"{a}.{b}.{c}", f"+1 {a} {b} {c}", f"+1 ({a}) {b}-{c}",
+                     f"{a} {b} {c}", f"1-{a}-{b}-{c}", f"+1-{a}-{b}-{c}"])
+
+
+def _gb(r: random.Random) -> str:
+    m, ldn, reg = "7" + lead_digits(r, 3), digits(r, 4) + " " + digits(r, 4), lead_digits(r, 3, "1235")
+    return r.choice([f"0{m} {digits(r, 6)}", f"+44 {m} {digits(r, 6)}", f"+44 (0){m} {digits(r, 6)}",
+                     f"020 {ldn}", f"+44 20 {ldn}", f"+44 (0)20 {ldn}", f"01{reg} {digits(r, 3)} {digits(r, 3)}",
+                     f"0{m}-{digits(r, 6)}", f"(01{reg}) {digits(r, 6)}"])
+
+
+def _au(r: random.Random) -> str:
+    return r.choice([f"04{digits(r, 2)} {digits(r, 3)} {digits(r, 3)}",
+                     f"+61 4{digits(r, 2)} {digits(r, 3)} {digits(r, 3)}",
+                     f"(0{r.choice('2378')}) {digits(r, 4)} {digits(r, 4)}",
+                     f"+61 {r.choice('2378')} {digits(r, 4)} {digits(r, 4)}"])
+
+
+def _ie(r: random.Random) -> str:
+    n = r.choice("35679")
+    return r.choice([f"08{n} {digits(r, 3)} {digits(r, 4)}", f"+353 8{n} {digits(r, 3)} {digits(r, 4)}",
+                     f"(01) {digits(r, 3)} {digits(r, 4)}", f"+353 (0)8{n} {digits(r, 7)}"])
+
+
+def _in(r: random.Random) -> str:
+    m = r.choice("6789") + digits(r, 4)
+    return r.choice([f"+91 {m} {digits(r, 5)}", f"{m} {digits(r, 5)}", f"+91-{m}{digits(r, 5)}",
+                     f"0{r.choice(['22', '80', '44', '40'])}-{digits(r, 4)} {digits(r, 4)}"])
+
+
+def _za(r: random.Random) -> str:
+    return r.choice([f"0{r.choice('678')}{digits(r, 1)} {digits(r, 3)} {digits(r, 4)}",
+                     f"+27 {r.choice('678')}{digits(r, 1)} {digits(r, 3)} {digits(r, 4)}"])
+
+
+def _de(r: random.Random) -> str:
+    m, city = "1" + r.choice("567") + digits(r, 1), r.choice(["30", "40", "89", "69", "221", "711", "341", "511"])
+    return r.choice([f"0{m} {digits(r, 4)} {digits(r, 4)}", f"0{m}-{digits(r, 8)}", f"+49 {m} {digits(r, 8)}",
+                     f"+49 (0){m} {digits(r, 4)} {digits(r, 4)}", f"0{city} {digits(r, 7)}",
+                     f"0{city}/{digits(r, 4)}-{digits(r, 2)}",
+                     f"+49 (0){city} {digits(r, 4)} {digits(r, 3)}",
+                     f"+49 {city} {digits(r, 3)} {digits(r, 4)}-{digits(r, 2)}",
+                     f"0{city} / {digits(r, 3)} {digits(r, 2)} {digits(r, 2)}"])
+
+
+def _at(r: random.Random) -> str:
+    return r.choice([f"+43 664 {digits(r, 7)}", f"0664 {digits(r, 3)} {digits(r, 4)}",
+                     f"+43 (0)1 {digits(r, 3)} {digits(r, 4)}",
+                     f"0699/{digits(r, 8)}"])
+
+
+def _ch(r: random.Random) -> str:
+    n = r.choice(["76", "78", "79"])
+    return r.choice([f"+41 {n} {digits(r, 3)} {digits(r, 2)} {digits(r, 2)}",
+                     f"0{n} {digits(r, 3)} {digits(r, 2)} {digits(r, 2)}",
+                     f"+41 (0)44 {digits(r, 3)} {digits(r, 2)} {digits(r, 2)}"])
+
+
+def _fr(r: random.Random) -> str:
+    p = [digits(r, 2) for _ in range(4)]
+    a = r.choice("1234567")
+    return r.choice([f"0{a} {' '.join(p)}", f"0{a}.{'.'.join(p)}", f"+33 {a} {' '.join(p)}",
+                     f"+33 (0){a} {' '.join(p)}",
+                     f"0{a}-{'-'.join(p)}", f"0{a}{''.join(p)}", f"+33 (0) {a} {' '.join(p)}"])
+
+
+def _be(r: random.Random) -> str:
+    return r.choice([f"+32 4{r.choice('789')}{digits(r, 1)} {digits(r, 2)} {digits(r, 2)} {digits(r, 2)}",
+                     f"04{r.choice('789')}{digits(r, 1)}/{digits(r, 2)}.{digits(r, 2)}.{digits(r, 2)}",
+                     f"02 {digits(r, 3)} {digits(r, 2)} {digits(r, 2)}"])
+
+
+def _ca(r: random.Random) -> str:
+    a = r.choice(["514", "438", "418", "613", "819", "450"])
+    return r.choice([f"{a}-{lead_digits(r, 3)}-{digits(r, 4)}", f"({a}) {lead_digits(r, 3)}-{digits(r, 4)}",
+                     f"+1 {a} {lead_digits(r, 3)} {digits(r, 4)}"])
+
+
+def _es(r: random.Random) -> str:
+    m = r.choice("67") + digits(r, 2)
+    return r.choice([f"{m} {digits(r, 3)} {digits(r, 3)}", f"+34 {m} {digits(r, 3)} {digits(r, 3)}",
+                     f"+34 {m} {digits(r, 2)} {digits(r, 2)} {digits(r, 2)}",
+                     f"9{r.choice('1356')} {digits(r, 3)} {digits(r, 2)} {digits(r, 2)}",
+                     f"(+34) {m}{digits(r, 6)}", f"{m}-{digits(r, 3)}-{digits(r, 3)}"])
+
+
+def _mx(r: random.Random) -> str:
+    a = r.choice(["55", "33", "81"])
+    return r.choice([f"{a} {digits(r, 4)} {digits(r, 4)}", f"+52 {a} {digits(r, 4)} {digits(r, 4)}",
+                     f"+52 1 {a} {digits(r, 4)} {digits(r, 4)}", f"({a}) {digits(r, 4)}-{digits(r, 4)}"])
+
+
+def _ar(r: random.Random) -> str:
+    return r.choice([f"+54 9 11 {digits(r, 4)}-{digits(r, 4)}", f"11 {digits(r, 4)}-{digits(r, 4)}",
+                     f"(011) 15-{digits(r, 4)}-{digits(r, 4)}"])
+
+
+def _it(r: random.Random) -> str:
+    m = "3" + r.choice("2345789") + digits(r, 1)
+    return r.choice([f"{m} {digits(r, 3)} {digits(r, 4)}", f"+39 {m} {digits(r, 3)} {digits(r, 4)}",
+                     f"{m}/{digits(r, 7)}",
+                     f"+39 0{r.choice('26')} {digits(r, 4)} {digits(r, 4)}", f"0{r.choice('26')}-{digits(r, 7)}",
+                     f"{m} {digits(r, 7)}", f"+39 {m}.{digits(r, 7)}"])
+
+
+def _nl(r: random.Random) -> str:
+    a = r.choice(["20", "30", "10", "70", "40", "50"])
+    return r.choice([f"06-{digits(r, 2)} {digits(r, 2)} {digits(r, 2)} {digits(r, 2)}", f"06 {digits(r, 8)}",
+                     f"+31 6 {digits(r, 8)}", f"+31 (0)6 {digits(r, 4)} {digits(r, 4)}",
+                     f"0{a} {digits(r, 3)} {digits(r, 4)}",
+                     f"0{a}-{digits(r, 7)}", f"+31 (0){a} {digits(r, 3)} {digits(r, 4)}", f"06-{digits(r, 8)}"])
+
+
+def _pt(r: random.Random) -> str:
+    m = "9" + r.choice("1236") + digits(r, 1)
+    return r.choice([f"{m} {digits(r, 3)} {digits(r, 3)}", f"+351 {m} {digits(r, 3)} {digits(r, 3)}",
+                     f"21 {digits(r, 3)} {digits(r, 4)}", f"(+351) {m}{digits(r, 6)}"])
+
+
+def _br(r: random.Random) -> str:
+    a = r.choice(["11", "21", "31", "41", "51", "61", "71"])
+    return r.choice([f"({a}) 9{digits(r, 4)}-{digits(r, 4)}", f"+55 {a} 9{digits(r, 4)}-{digits(r, 4)}",
+                     f"+55 ({a}) 9{digits(r, 4)}-{digits(r, 4)}", f"{a} 9{digits(r, 4)} {digits(r, 4)}",
+                     f"({a}) {digits(r, 4)}-{digits(r, 4)}"])
+
+
+def _pl(r: random.Random) -> str:
+    m = r.choice("5678") + digits(r, 2)
+    return r.choice([f"{m} {digits(r, 3)} {digits(r, 3)}", f"+48 {m} {digits(r, 3)} {digits(r, 3)}",
+                     f"{m}-{digits(r, 3)}-{digits(r, 3)}",
+                     f"+48 22 {digits(r, 3)} {digits(r, 2)} {digits(r, 2)}",
+                     f"(22) {digits(r, 3)} {digits(r, 2)} {digits(r, 2)}",
+                     f"+48 {m}{digits(r, 6)}"])
+
+
+def _se(r: random.Random) -> str:
+    m = "07" + r.choice("0236")
+    return r.choice([f"{m}-{digits(r, 3)} {digits(r, 2)} {digits(r, 2)}",
+                     f"+46 {m[1:]} {digits(r, 3)} {digits(r, 2)} {digits(r, 2)}",
+                     f"08-{digits(r, 3)} {digits(r, 3)} {digits(r, 2)}",
+                     f"+46 8 {digits(r, 3)} {digits(r, 3)} {digits(r, 2)}",
+                     f"{m} {digits(r, 3)} {digits(r, 4)}", f"+46 (0){m[1:]}-{digits(r, 7)}"])
+
+
+def _tr(r: random.Random) -> str:
+    m = "5" + r.choice("0345") + digits(r, 1)
+    return r.choice([f"0{m} {digits(r, 3)} {digits(r, 2)} {digits(r, 2)}",
+                     f"+90 {m} {digits(r, 3)} {digits(r, 2)} {digits(r, 2)}",
+                     f"(0212) {digits(r, 3)} {digits(r, 2)} {digits(r, 2)}", f"0{m}-{digits(r, 3)}-{digits(r, 4)}",
+                     f"+90 ({m}) {digits(r, 3)} {digits(r, 4)}"])
+
+
+PHONE_BY_LANG = {"en": [_us, _us, _gb, _gb, _au, _ie, _in, _za, _ca], "de": [_de, _de, _de, _at, _ch],
+                 "fr": [_fr, _fr, _fr, _be, _ca], "es": [_es, _es, _mx, _ar], "it": [_it, _it, _it, _ch],
+                 "nl": [_nl, _nl, _nl, _be], "pt": [_pt, _br, _br], "pl": [_pl], "sv": [_se], "tr": [_tr]}
+EXTENSIONS = {"en": [" ext. {x}", " x{x}", " ext {x}"], "de": ["-{x}", " (Durchwahl {x})"], "fr": [" poste {x}"],
+              "es": [" ext. {x}"], "it": [" int. {x}"], "nl": [" toestel {x}"], "pt": [" ramal {x}"],
+              "pl": [" wew. {x}"], "sv": [" ankn. {x}"], "tr": [" dahili {x}"]}
+
+
+def phone(r: random.Random, lang: str, ext: float = 0.05) -> str:
+    """A phone number as someone of ``lang`` writes it (national or international), now and then with an
+    extension (kept in the value: it is part of the number as written)."""
+    p = r.choice(PHONE_BY_LANG[lang])(r)
+    if r.random() < ext:
+        p += r.choice(EXTENSIONS[lang]).format(x=lead_digits(r, r.choice([2, 3, 4])))
+    return p
+
+
+def ascii_fold(s: str) -> str:
+    s = s.replace("ß", "ss").replace("ø", "o").replace("ł", "l").replace("Ł", "L").replace("ı", "i").replace("æ", "ae")
+    s = unicodedata.normalize("NFKD", s).encode("ascii", "ignore").decode()
+    return "".join(c for c in s.lower() if c.isalnum())
+
+
+@dataclass
+class Person:
+    first: str
+    last: str
+    gender: str  # "f" | "m"
+    lang: str
+    email: str
+    phone: str
+    native: str | None = None  # the name in its own script (CJK), shown after the romanised one
+
+    @property
+    def full(self) -> str:
+        return f"{self.first} {self.last}"
+
+    def titled(self, r: random.Random, surname_only: bool = False) -> tuple[str, str]:
+        """(an honorific, the name it precedes): ``Frau Dr. Anna Berg`` -> the label keeps ``Anna Berg``."""
+        t = r.choice(HONORIFICS[self.lang][self.gender])
+        return t, (self.last if surname_only else self.full)
+
+
+def company(r: random.Random, lang: str, people: tuple[Person, ...] = ()) -> tuple[str, str]:
+    """(company name, its mail domain)."""
+    kind = r.choice(CO_KINDS[lang])
+    if people and r.random() < 0.25:
+        base = people[0].last
+    else:
+        base = r.choice(CO_WORDS) + (r.choice(CO_WORDS).lower() if r.random() < 0.3 else "")
+    name = f"{base} {kind}" if r.random() < 0.9 else f"{base} & {r.choice(CO_WORDS)}"
+    slug = ascii_fold(base)
+    if r.random() < 0.4:
+        slug += r.choice(["-" + ascii_fold(kind.split()[0]), ascii_fold(kind.split()[0])[:4], "-group", "hq"])
+    return name, slug + r.choice(TLDS[lang])
+
+
+def email_for(r: random.Random, first: str, last: str, lang: str, domain: str | None = None) -> str:
+    f = ascii_fold(first) or "info"
+    l_ = ascii_fold(last) or "mail"
+    local = r.choice([f"{f}.{l_}", f"{f[0]}.{l_}", f"{f}{l_}", f"{f}", f"{l_}.{f}", f"{f}_{l_}", f"{f[0]}{l_}",
+                      f"{f}.{l_}{r.randint(1, 99)}", f"{f}{r.randint(70, 99)}", f"{l_}", f"{f}-{l_}",
+                      f"{f[:3]}.{l_[:4]}"])
+    if domain is None:
+        domain = r.choice(FREE_MAIL[lang]) if r.random() < 0.45 else company(r, lang)[1]
+    if r.random() < 0.03:  # written in capitals: kept as written
+        local = local.upper()
+    return f"{local}@{domain}"
+
+
+def person(r: random.Random, lang: str, taken: set[str] | None = None, domain: str | None = None) -> Person:
+    """A new person of ``lang`` whose first and last names differ from those in ``taken`` (updated)."""
+    taken = taken if taken is not None else set()
+    for _ in range(100):
+        if lang == "en" and r.random() < 0.12:
+            first, last, native = r.choice(CJK)
+            gender = r.choice("fm")
+            native = native if r.random() < 0.6 else None
+        else:
+            gender = r.choice("fm")
+            pool = NAMES[lang]
+            first, last, native = r.choice(pool[gender]), r.choice(pool["last"]), None
+        if lang == "pl":  # Polish surnames agree with the person: Zieliński / Zielińska
+            for m_, f_ in (("ski", "ska"), ("cki", "cka")):
+                last = last[:-3] + (f_ if gender == "f" else m_) if last.endswith((m_, f_)) else last
+        if first not in taken and last not in taken:
+            taken.update((first, last))
+            return Person(first, last, gender, lang, email_for(r, first, last, lang, domain), phone(r, lang), native)
+    raise RuntimeError("name pool exhausted")
