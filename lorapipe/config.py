@@ -282,6 +282,11 @@ class InferenceConfig(Section):
         "fp16", description="Frozen base weights of the fast path while decoding: fp16 halves the bytes read per "
         "token (~1.5-2x faster on CPU; activations, accumulation and LoRA stay fp32, prefill runs the fp32 "
         "weights); fp32 matches transformers' numerics. `bench/decode.py` prints the greedy agreement.")
+    grounded: bool = Field(
+        False, description="Grounded JSON decoding for extraction tasks (probe, A/B, predict): inside a JSON "
+        "string value, only tokens that keep the value a verbatim piece of the input (the user message) are "
+        "allowed; keys, null, numbers and non-JSON text are the model's. It stops retyped, reformatted and "
+        "made-up values, not values copied from the wrong place or left null. Both A/B arms decode alike.")
 
 
 class DistributedConfig(Section):

@@ -27,6 +27,14 @@ class Generation:
     seconds: float  # the batch's wall time divided among its rows
 
 
+def copy_sources(cfg: Any, conversations: list[Messages]) -> list[str] | None:
+    """What each conversation's JSON values are copied from under ``inference.grounded``: its last user
+    message (the input); None when the config does not ask for grounded decoding."""
+    if not cfg.inference.grounded:
+        return None
+    return [next((m["content"] for m in reversed(c) if m["role"] == "user"), "") for c in conversations]
+
+
 def render_prompts(tokenizer, conversations: list[Messages]) -> list[str]:
     """Chat-template each conversation, ending with the assistant turn's opening."""
     return [tokenizer.apply_chat_template(m, tokenize=False, add_generation_prompt=True) for m in conversations]
@@ -35,10 +43,13 @@ def render_prompts(tokenizer, conversations: list[Messages]) -> list[str]:
 def generate(model, tokenizer, conversations: list[Messages], *, max_new_tokens: int = 128,
              temperature: float = 0.0, top_p: float = 1.0, batch_size: int = 8, seed: int | None = 0,
              stop: list[str] | None = None, progress: Callable[[int], None] | None = None,
-             adapter_names: list[str] | None = None, fast: bool = True, weights: str = "fp16") -> list[Generation]:
+             adapter_names: list[str] | None = None, fast: bool = True, weights: str = "fp16",
+             copy_from: list[str] | None = None) -> list[Generation]:
     """Generate one answer per conversation. ``temperature == 0`` is greedy decoding.
 
-    ``fast`` and ``weights`` are ``inference.fast`` and ``inference.weights`` (see the config)."""
+    ``fast`` and ``weights`` are ``inference.fast`` and ``inference.weights`` (see the config).
+    ``copy_from[i]`` (``inference.grounded``): the text conversation ``i``'s JSON string values must be
+    copied from (:mod:`lorapipe.decoding.grounded`)."""
     import torch
 
     if not conversations:
@@ -52,7 +63,7 @@ def generate(model, tokenizer, conversations: list[Messages], *, max_new_tokens:
         if reason is None:
             return _generate_fast(model, tokenizer, encoded, max_new_tokens=max_new_tokens, temperature=temperature,
                                   top_p=top_p, batch_size=batch_size, seed=seed, stop=stop, progress=progress,
-                                  adapter_names=adapter_names, weights=weights)
+                                  adapter_names=adapter_names, weights=weights, copy_from=copy_from)
         log.info("generating with transformers' generate: %s", reason)
     order = sorted(range(len(prompts)), key=lambda i: -len(encoded[i]))
     results: list[Generation | None] = [None] * len(prompts)
@@ -77,7 +88,14 @@ def generate(model, tokenizer, conversations: list[Messages], *, max_new_tokens:
                 mask[row, width - len(encoded[i]):] = 1
             if seed is not None:
                 torch.manual_seed(seed + start)
-            extra = {}
+            extra: dict[str, Any] = {}
+            if copy_from is not None:
+                from transformers import LogitsProcessorList
+
+                from lorapipe.decoding.grounded import GroundedLogits, vocabulary
+
+                extra["logits_processor"] = LogitsProcessorList(
+                    [GroundedLogits([copy_from[i] for i in idx], vocabulary(tokenizer), width)])
             if adapter_names is not None:
                 extra["adapter_names"] = [adapter_names[i] for i in idx]
             t0 = time.perf_counter()

@@ -99,7 +99,7 @@ def run(cfg: PipelineConfig, model: Any, tokenizer: Any, inputs: list[dict[str, 
     :class:`~lorapipe.manifest.Manifest`; ``manifest.metrics["verdict"]`` is ``prompt`` or ``fine-tune``.
     """
     from lorapipe.data.rubric import score_outputs
-    from lorapipe.generation import generate
+    from lorapipe.generation import copy_sources, generate
 
     p = cfg.probe
     if not inputs:
@@ -113,7 +113,7 @@ def run(cfg: PipelineConfig, model: Any, tokenizer: Any, inputs: list[dict[str, 
             owners.append((item, s))
     gens = generate(model, tokenizer, conversations, max_new_tokens=p.max_new_tokens, temperature=p.temperature,
                     batch_size=cfg.evaluate.batch_size, seed=SAMPLE_SEED, progress=progress, fast=cfg.inference.fast,
-                    weights=cfg.inference.weights)
+                    weights=cfg.inference.weights, copy_from=copy_sources(cfg, conversations))
     scores = score_outputs(cfg, [(item["text"], g.text) for (item, _), g in zip(owners, gens)], judge=judge)
     records = [{"input_id": item["id"], "sample": s, "input": item["text"], "output": g.text,
                 "score": float(sc.score), "subscores": dict(sc.subscores), "reasons": list(sc.reasons),

@@ -43,7 +43,7 @@ def predict(ctx: typer.Context, config: ConfigArg,
     with bar("predict", len(convs)) as advance:
         gens = generation.generate(model, tok, convs, max_new_tokens=max_new_tokens, temperature=temperature,
                                    batch_size=batch_size, progress=advance, fast=cfg.inference.fast,
-                                   weights=cfg.inference.weights)
+                                   weights=cfg.inference.weights, copy_from=generation.copy_sources(cfg, convs))
     rows = [{"id": r["id"], "input": r["text"], "output": g.text} for r, g in zip(inputs, gens)]
     if output:
         write_jsonl(output, rows)

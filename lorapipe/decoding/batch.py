@@ -40,6 +40,7 @@ class SamplingParams:
     stop: tuple[str, ...] = ()
     seed: int | None = None  # None: a random seed
     ignore_eos: bool = False  # keep going past end-of-sequence (benchmarks want fixed lengths)
+    copy_from: str | None = None  # grounded JSON: string values are pieces of this text (decoding.grounded)
 
 
 @dataclass
@@ -57,8 +58,16 @@ class Row:
     generator: torch.Generator | None = None
     queued_at: float = field(default_factory=time.monotonic)
     admitted: bool = False  # has a place in the batch (it may still wait for the current forward pass)
+    vocab: Any = None  # decoding.grounded.Vocabulary, for rows whose params set copy_from
+    grounding: Any = None  # their decoding.grounded.JsonCopy state
 
     def __post_init__(self) -> None:
+        if self.params.copy_from is not None:
+            from lorapipe.decoding.grounded import JsonCopy
+
+            if self.vocab is None:
+                raise ValueError("a row with copy_from needs the tokenizer's vocabulary (decoding.grounded)")
+            self.grounding = JsonCopy(self.params.copy_from)
         if self.params.temperature > 0:
             self.generator = torch.Generator()
             if self.params.seed is None:
@@ -92,6 +101,12 @@ def sample(logits: torch.Tensor, rows: list[Row]) -> list[int]:
             sorted_p[drop] = 0.0
             probs = torch.zeros_like(probs).scatter_(0, order, sorted_p)
         out[i] = int(torch.multinomial(probs, 1, generator=row.generator).item())
+    for i, row in enumerate(rows):
+        if row.grounding is not None:  # the sampled token if it keeps values copied, else the best that does
+            from lorapipe.decoding.grounded import choose
+
+            out[i] = choose(logits[i], row.grounding, row.vocab, out[i])
+            row.grounding.advance(row.vocab.table[out[i]] if out[i] < len(row.vocab.table) else b"")
     return out
 
 

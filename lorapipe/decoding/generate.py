@@ -58,12 +58,13 @@ def _has_lora(model: Any) -> bool:
 
 def generate(model: Any, tokenizer: Any, prompts: list[list[int]], *, max_new_tokens: int, temperature: float,
              top_p: float, seed: int | None, stop: list[str] | None, batch_size: int, weights: str,
-             adapter_names: list[str] | None = None,
+             adapter_names: list[str] | None = None, copy_from: list[str] | None = None,
              progress: Callable[[int], None] | None = None) -> list[tuple[str, int]]:
     """``(text, completion tokens)`` per prompt (token ids), in order. Check :func:`why_not` first.
 
     ``adapter_names[i]`` (a PEFT adapter name, or ``"__base__"``) picks row ``i``'s adapter; by default
-    every row takes the PEFT model's active adapter, or none under ``disable_adapter()``."""
+    every row takes the PEFT model's active adapter, or none under ``disable_adapter()``. ``copy_from[i]``:
+    row ``i``'s JSON string values must be pieces of that text (:mod:`lorapipe.decoding.grounded`)."""
     lora: PeftRows | None = None
     base = model
     default = BASE
@@ -90,9 +91,15 @@ def generate(model: Any, tokenizer: Any, prompts: list[list[int]], *, max_new_to
                 progress(1)
         return put
 
+    vocab = None
+    if copy_from is not None:
+        from lorapipe.decoding.grounded import vocabulary
+
+        vocab = vocabulary(tokenizer)
     rows = [Row(p, adapter_names[i] if adapter_names is not None else default,
                 SamplingParams(max_tokens=max_new_tokens, temperature=temperature, top_p=top_p,
-                               stop=tuple(stop or ()), seed=None if seed is None else seed + i), sink(i))
+                               stop=tuple(stop or ()), seed=None if seed is None else seed + i,
+                               copy_from=copy_from[i] if copy_from is not None else None), sink(i), vocab=vocab)
             for i, p in enumerate(prompts)]
     eos = {tokenizer.eos_token_id} if tokenizer.eos_token_id is not None else set()
     stream = TextStream(tokenizer, eos)

@@ -179,13 +179,13 @@ class _Answerer:
         self.prefix, self.judge, self.progress = prefix, judge, progress
 
     def _generate(self, arm: str, prompts: list[list[dict[str, str]]]) -> list:
-        from lorapipe.generation import generate
+        from lorapipe.generation import copy_sources, generate
 
         e = self.cfg.evaluate
         convs = prompts if arm != "few_shot" else [self.prefix + p[-1:] for p in prompts]
         return generate(self.model, self.tokenizer, convs, max_new_tokens=e.max_new_tokens, temperature=e.temperature,
                         batch_size=e.batch_size, seed=SEED, progress=self.progress, fast=self.cfg.inference.fast,
-                        weights=self.cfg.inference.weights)
+                        weights=self.cfg.inference.weights, copy_from=copy_sources(self.cfg, convs))
 
     def __call__(self, rows: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
         from lorapipe.data.rubric import score_outputs

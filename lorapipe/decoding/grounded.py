@@ -1,0 +1,204 @@
+"""Grounded JSON decoding: every string value the model writes is copied from the input.
+
+Extraction tasks promise values "copied exactly as written" (``score.rules.grounding`` checks it
+afterwards). With ``inference.grounded: true`` the decoder keeps that promise while it writes: inside
+a JSON string *value* (a string after ``:`` or in an array, not a key), a token may only extend the
+value so that it is still a contiguous piece of the input's bytes; closing the string is always
+allowed. Everything else (keys, ``null``, numbers, layout, and text that is no JSON at all) is left
+to the model. The choice among allowed tokens keeps the model's order: greedy rows take the best
+allowed token; sampling rows draw again among the allowed ones of the top ``TOP_K``.
+
+What it fixes: a value retyped from memory (``tomasz.w…`` for the ``tomek.w…`` the message shows),
+a made-up address, a reformatted phone. What it cannot fix: a value copied from the wrong place in
+the input, a value cut short, or ``null`` where the input has one.
+
+Tokens are compared as bytes (byte-level BPE pieces can split a UTF-8 character); the table of each
+token's bytes is built once per tokenizer (:func:`token_bytes`).
+"""
+
+from __future__ import annotations
+
+import math
+from functools import lru_cache
+from typing import Any
+
+import torch
+
+TOP_K = 64  # candidates tried, best first, before the best string-closing token
+
+_ESCAPES = {ord('"'): b'"', ord("\\"): b"\\", ord("/"): b"/", ord("b"): b"\b", ord("f"): b"\f",
+            ord("n"): b"\n", ord("r"): b"\r", ord("t"): b"\t"}
+
+
+@lru_cache(maxsize=1)
+def _byte_decoder() -> dict[str, int]:
+    """GPT-2's byte-level alphabet, reversed: the printable character that stands for each byte."""
+    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+    cs = bs[:]
+    n = 0
+    for b in range(256):
+        if b not in bs:
+            bs.append(b)
+            cs.append(256 + n)
+            n += 1
+    return {chr(c): b for b, c in zip(bs, cs, strict=True)}
+
+
+class Vocabulary:
+    """Each token id's bytes (special tokens: empty) and the ids of the tokens that are exactly ``"``."""
+
+    def __init__(self, table: list[bytes]):
+        self.table = table
+        self.closers = [i for i, b in enumerate(table) if b == b'"']
+
+
+def vocabulary(tokenizer: Any) -> Vocabulary:
+    """The :class:`Vocabulary` of ``tokenizer``, built once and kept on it."""
+    cached = getattr(tokenizer, "_lorapipe_vocabulary", None)
+    if cached is not None:
+        return cached
+    pieces = tokenizer.convert_ids_to_tokens(list(range(len(tokenizer))))
+    special = set(getattr(tokenizer, "all_special_ids", []) or [])
+    dec = _byte_decoder()
+    byte_level = all(ch in dec for p in pieces[:2000] if p for ch in p)
+    table: list[bytes] = []
+    for i, piece in enumerate(pieces):
+        if i in special or piece is None:
+            table.append(b"")
+        elif byte_level and all(ch in dec for ch in piece):
+            table.append(bytes(dec[ch] for ch in piece))
+        elif piece.startswith("<0x") and piece.endswith(">") and len(piece) == 6:  # SentencePiece byte piece
+            table.append(bytes([int(piece[3:5], 16)]))
+        else:  # SentencePiece: '▁' is a space
+            table.append(piece.replace("▁", " ").encode("utf-8"))
+    vocab = Vocabulary(table)
+    try:
+        tokenizer._lorapipe_vocabulary = vocab
+    except AttributeError:  # a tokenizer that takes no new attributes: rebuilt per call
+        pass
+    return vocab
+
+
+class JsonCopy:
+    """The decoding state of one answer: where in the JSON it is, and the string value being written.
+
+    Text outside any ``{...}``/``[...]`` is not JSON and is never constrained; once a value has left
+    the input (only possible through :func:`choose`'s last resort) the answer is no longer constrained.
+    """
+
+    __slots__ = ("source", "stack", "in_string", "is_value", "escape", "value", "last", "off")
+
+    def __init__(self, source: str):
+        self.source = source.encode("utf-8")
+        self.stack = ""  # open containers: "o" object, "a" array
+        self.in_string = False
+        self.is_value = False
+        self.escape: bytes | None = None  # an escape sequence in progress (after the backslash)
+        self.value = b""
+        self.last = 0  # the last significant byte outside strings
+        self.off = False
+
+    def _copy(self) -> JsonCopy:
+        new = JsonCopy.__new__(JsonCopy)
+        for k in self.__slots__:
+            setattr(new, k, getattr(self, k))
+        return new
+
+    def feed(self, data: bytes) -> bool:
+        """Advance over ``data``; False if a string value stopped being a piece of the input."""
+        if self.off:
+            return True
+        for b in data:
+            if not self.in_string:
+                if b == 0x22:  # '"'
+                    top = self.stack[-1:]
+                    self.in_string, self.escape, self.value = True, None, b""
+                    self.is_value = (top == "o" and self.last == 0x3A) or (top == "a" and self.last in (0x5B, 0x2C))
+                elif b in b"{[":
+                    self.stack += "o" if b == 0x7B else "a"
+                elif b in b"}]":
+                    self.stack = self.stack[:-1]
+                if b not in b" \t\r\n":
+                    self.last = b
+            elif self.escape is not None:
+                if not self._escape(b):
+                    return False
+            elif b == 0x5C:  # backslash
+                self.escape = b""
+            elif b == 0x22:
+                self.in_string, self.last = False, b
+            elif not self._extend(bytes([b])):
+                return False
+        return True
+
+    def _escape(self, b: int) -> bool:
+        assert self.escape is not None
+        self.escape += bytes([b])
+        if self.escape == b"u" or (self.escape[:1] == b"u" and len(self.escape) < 5):
+            return True
+        seq, self.escape = self.escape, None
+        if seq[:1] == b"u":
+            try:
+                char = chr(int(seq[1:].decode("ascii"), 16)).encode("utf-8")
+            except (ValueError, UnicodeEncodeError):
+                return False
+        else:
+            char = _ESCAPES.get(seq[0], b"")
+            if not char:
+                return False
+        return self._extend(char)
+
+    def _extend(self, data: bytes) -> bool:
+        if not self.is_value:
+            return True
+        self.value += data
+        return self.value in self.source
+
+    def allows(self, data: bytes) -> bool:
+        return self.off or not data or self._copy().feed(data)
+
+    def advance(self, data: bytes) -> None:
+        """Take the chosen token; a token that broke the rule (last resort) ends the constraint."""
+        if not self.feed(data):
+            self.off = True
+
+
+def choose(logits: torch.Tensor, state: JsonCopy, vocab: Vocabulary, first: int) -> int:
+    """The model's choice ``first`` if it keeps ``state``'s values in the input, else the best of the top
+    ``TOP_K`` tokens of ``logits`` (one row) that does, else the best string-closing token."""
+    table = vocab.table
+    if first >= len(table) or state.allows(table[first]):
+        return first
+    for tok in torch.topk(logits, min(TOP_K, logits.shape[-1])).indices.tolist():
+        if tok < len(table) and state.allows(table[tok]):
+            return tok
+    ok = [t for t in vocab.closers if state.allows(table[t])]
+    return max(ok, key=lambda t: float(logits[t])) if ok else first
+
+
+class GroundedLogits:
+    """The same rule as a transformers ``LogitsProcessor`` (``model.generate``'s path), for one batch.
+
+    ``sources[r]``: row ``r``'s input text (None: unconstrained); ``width``: the padded prompt length.
+    Where the model's best token would take a value out of the input, only :func:`choose`'s token is
+    left (so on this path a sampled value is written greedily)."""
+
+    def __init__(self, sources: list[str | None], vocab: Vocabulary, width: int):
+        self.states = [JsonCopy(s) if s is not None else None for s in sources]
+        self.vocab, self.width = vocab, width
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        table = self.vocab.table
+        for r, state in enumerate(self.states):
+            if state is None:
+                continue
+            if input_ids.shape[1] > self.width:  # the token picked at the previous step
+                last = int(input_ids[r, -1])
+                state.advance(table[last] if last < len(table) else b"")
+            first = int(scores[r].argmax())
+            tok = choose(scores[r], state, self.vocab, first)
+            if tok != first:
+                keep = scores[r, tok].clone()
+                scores[r].fill_(-math.inf)
+                scores[r, tok] = keep
+        return scores
