@@ -33,6 +33,7 @@ from pathlib import Path
 
 import message_mail as mail  # the part modules sit next to this script (its folder is on sys.path)
 import message_other as other
+import message_parts as mp
 from message_parts import LANGS
 
 KEYS = ("name", "email", "phone")
@@ -57,6 +58,7 @@ LANG_WEIGHTS = {"en": 42, "de": 9, "fr": 8, "es": 8, "it": 6, "nl": 6, "pt": 6, 
 # would be cut at the end, where the signature is.
 MAX_CHARS = {"en": 850, "tr": 420, "pl": 450}
 MAX_CHARS_OTHER = 500
+FIRST = 600  # data.max_inputs of the demo runs that train on a prefix: its shape is printed too
 
 
 @dataclass
@@ -111,8 +113,58 @@ def make(n: int, seed: int) -> tuple[list[dict], list[dict]]:
             [{"id": m.id, **{k: m.label[k] for k in KEYS}} for m in msgs])
 
 
+EMAIL_RE = re.compile(r"[\w.%+'-]+@[\w-]+(?:\.[\w-]+)*\.[A-Za-z]{2,}")
+
+
+def national(phone: str) -> bool:
+    """A phone written without its country code (``0176 ...``, ``(11) 9...``, ``503-555-...``)."""
+    return not phone.lstrip("( ").startswith(("+", "00"))
+
+
+def phone_place(text: str, phone: str) -> str:
+    """Where the writer's phone sits: alone on a line, after a short label, or inside a sentence."""
+    line = next(ln for ln in text.splitlines() if phone in ln).strip()
+    before = line[:line.index(phone)]
+    if not before.strip() and len(line) <= len(phone) + 2:
+        return "bare"
+    return "labelled" if len(before) <= 14 and not re.search(r"[a-z]{3,} [a-z]{2,}", before) else "sentence"
+
+
+def distractor(m: Message) -> bool:
+    """Digits in the message besides the writer's phone and any address (dates, times, orders, prices...)."""
+    rest = EMAIL_RE.sub(" ", m.text.replace(m.label["phone"] or "\0", " "))
+    return bool(re.search(r"\d", rest))
+
+
+def local_differs(m: Message) -> bool:
+    """The address's local part is not a plain join of the name's words (nickname, initials, digits, another
+    spelling): the model must copy it, not rebuild it from the name."""
+    email, name = m.label["email"], m.label["name"]
+    assert email
+    words = [mp.ascii_fold(w) for w in re.split(r"[\s'-]+", name or "") if mp.ascii_fold(w)]
+    local = re.sub(r"[._-]", "", email.split("@")[0])
+    joins = {"".join(words[i:j]) for i in range(len(words)) for j in range(i + 1, len(words) + 1)}
+    joins |= {a + b for a in joins for b in joins}
+    return local not in joins
+
+
+def number_stats(msgs: list[Message]) -> str:
+    n = len(msgs)
+    phones = [m for m in msgs if m.label["phone"]]
+    mails = [m for m in msgs if m.label["email"]]
+    places = Counter(phone_place(m.text, m.label["phone"]) for m in phones)
+    only = sum(not distractor(m) for m in phones)
+    return "\n".join([
+        f"phones: in {len(phones) / n:.0%} of messages, {sum(national(m.label['phone']) for m in phones) / len(phones):.0%}"
+        " national (no country code); " + ", ".join(f"{k} {v / len(phones):.0%}" for k, v in places.most_common())
+        + f"; the only number in {only / n:.0%} of messages",
+        f"numbers that are not the writer's phone: in {sum(distractor(m) for m in msgs) / n:.0%} of messages",
+        f"emails: local part not a join of the name in {sum(local_differs(m) for m in mails) / len(mails):.0%}, "
+        f"not lower-case in {sum(m.label['email'] != m.label['email'].lower() for m in mails) / len(mails):.0%}"])
+
+
 def shape(msgs: list[Message]) -> str:
-    """The share of each kind, of 0-3 fields given, and of each language."""
+    """The share of each kind, of 0-3 fields given, and of each language; where phones and addresses sit."""
     n = len(msgs)
 
     def pct(c: Counter) -> str:
@@ -125,7 +177,7 @@ def shape(msgs: list[Message]) -> str:
                       "per field: " + ", ".join(f"{k} {sum(m.label[k] is not None for m in msgs) / n:.0%}"
                                                 for k in KEYS),
                       "kinds: " + pct(Counter(m.kind for m in msgs)),
-                      "languages: " + pct(Counter(m.lang for m in msgs))])
+                      "languages: " + pct(Counter(m.lang for m in msgs)), number_stats(msgs)])
 
 
 def main() -> None:
@@ -141,6 +193,8 @@ def main() -> None:
         (a.out / name).write_text("".join(json.dumps(x, ensure_ascii=False) + "\n" for x in lines), encoding="utf-8")
     print(f"wrote {len(msgs)} inputs to {a.out / 'inputs.jsonl'} and their labels to {a.out / 'references.jsonl'}")
     print(shape(msgs))
+    print(f"-- the first {FIRST} (what the demo trains on) --")
+    print(shape(msgs[:FIRST]))
 
 
 if __name__ == "__main__":
