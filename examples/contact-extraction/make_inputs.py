@@ -155,8 +155,9 @@ def number_stats(msgs: list[Message]) -> str:
     places = Counter(phone_place(m.text, m.label["phone"]) for m in phones)
     only = sum(not distractor(m) for m in phones)
     return "\n".join([
-        f"phones: in {len(phones) / n:.0%} of messages, {sum(national(m.label['phone']) for m in phones) / len(phones):.0%}"
-        " national (no country code); " + ", ".join(f"{k} {v / len(phones):.0%}" for k, v in places.most_common())
+        f"phones: in {len(phones) / n:.0%} of messages, "
+        f"{sum(national(m.label['phone']) for m in phones) / len(phones):.0%} national (no country code); "
+        + ", ".join(f"{k} {v / len(phones):.0%}" for k, v in places.most_common())
         + f"; the only number in {only / n:.0%} of messages",
         f"numbers that are not the writer's phone: in {sum(distractor(m) for m in msgs) / n:.0%} of messages",
         f"emails: local part not a join of the name in {sum(local_differs(m) for m in mails) / len(mails):.0%}, "

@@ -3,7 +3,7 @@ that are *not* phones are in message_numbers.py). make_inputs.py and edge_cases.
 from these; message_phrases.py holds the sentences around them.
 
 Every generator takes a ``random.Random`` so a seed fixes the output. Pools are large on purpose:
-~700 names over ten languages, thousands of company names, a dozen phone formats per country, so an
+~700 names over ten languages, thousands of company names, a dozen phone formats per country (message_phones.py), so an
 adapter learns where a value sits in a message, not which values the generator likes.
 """
 
@@ -12,6 +12,10 @@ from __future__ import annotations
 import random
 import unicodedata
 from dataclasses import dataclass
+
+from message_phones import digits as digits  # re-exported: the other modules take numbers from here
+from message_phones import lead_digits as lead_digits
+from message_phones import phone
 
 LANGS = ("en", "de", "fr", "es", "it", "nl", "pt", "pl", "sv", "tr")
 
@@ -205,185 +209,6 @@ JOBS = {"en": ["Head of Procurement", "Sales Manager", "Senior Engineer", "Offic
         "pl": ["Kierownik projektu", "Dział zakupów", "Specjalistka ds. sprzedaży", "Prezes zarządu"],
         "sv": ["Inköpschef", "Projektledare", "Försäljningschef", "Ekonomiansvarig"],
         "tr": ["Satın Alma Müdürü", "Proje Yöneticisi", "Genel Müdür", "Muhasebe Uzmanı"]}
-
-
-def digits(r: random.Random, n: int) -> str:
-    return "".join(str(r.randint(0, 9)) for _ in range(n))
-
-
-def lead_digits(r: random.Random, n: int, first: str = "123456789") -> str:
-    return r.choice(first) + digits(r, n - 1)
-
-
-def _us(r: random.Random) -> str:
-    a, b, c = lead_digits(r, 3, "2345689"), lead_digits(r, 3, "2345679"), digits(r, 4)
-    return r.choice([f"({a}) {b}-{c}", f"{a}-{b}-{c}", f"{a}.{b}.{c}", f"+1 {a} {b} {c}", f"+1 ({a}) {b}-{c}",
-                     f"{a} {b} {c}", f"1-{a}-{b}-{c}", f"+1-{a}-{b}-{c}"])
-
-
-def _gb(r: random.Random) -> str:
-    m, ldn, reg = "7" + lead_digits(r, 3), digits(r, 4) + " " + digits(r, 4), lead_digits(r, 3, "1235")
-    return r.choice([f"0{m} {digits(r, 6)}", f"+44 {m} {digits(r, 6)}", f"+44 (0){m} {digits(r, 6)}",
-                     f"020 {ldn}", f"+44 20 {ldn}", f"+44 (0)20 {ldn}", f"01{reg} {digits(r, 3)} {digits(r, 3)}",
-                     f"0{m}-{digits(r, 6)}", f"(01{reg}) {digits(r, 6)}"])
-
-
-def _au(r: random.Random) -> str:
-    return r.choice([f"04{digits(r, 2)} {digits(r, 3)} {digits(r, 3)}",
-                     f"+61 4{digits(r, 2)} {digits(r, 3)} {digits(r, 3)}",
-                     f"(0{r.choice('2378')}) {digits(r, 4)} {digits(r, 4)}",
-                     f"+61 {r.choice('2378')} {digits(r, 4)} {digits(r, 4)}"])
-
-
-def _ie(r: random.Random) -> str:
-    n = r.choice("35679")
-    return r.choice([f"08{n} {digits(r, 3)} {digits(r, 4)}", f"+353 8{n} {digits(r, 3)} {digits(r, 4)}",
-                     f"(01) {digits(r, 3)} {digits(r, 4)}", f"+353 (0)8{n} {digits(r, 7)}"])
-
-
-def _in(r: random.Random) -> str:
-    m = r.choice("6789") + digits(r, 4)
-    return r.choice([f"+91 {m} {digits(r, 5)}", f"{m} {digits(r, 5)}", f"+91-{m}{digits(r, 5)}",
-                     f"0{r.choice(['22', '80', '44', '40'])}-{digits(r, 4)} {digits(r, 4)}"])
-
-
-def _za(r: random.Random) -> str:
-    return r.choice([f"0{r.choice('678')}{digits(r, 1)} {digits(r, 3)} {digits(r, 4)}",
-                     f"+27 {r.choice('678')}{digits(r, 1)} {digits(r, 3)} {digits(r, 4)}"])
-
-
-def _de(r: random.Random) -> str:
-    m, city = "1" + r.choice("567") + digits(r, 1), r.choice(["30", "40", "89", "69", "221", "711", "341", "511"])
-    return r.choice([f"0{m} {digits(r, 4)} {digits(r, 4)}", f"0{m}-{digits(r, 8)}", f"+49 {m} {digits(r, 8)}",
-                     f"+49 (0){m} {digits(r, 4)} {digits(r, 4)}", f"0{city} {digits(r, 7)}",
-                     f"0{city}/{digits(r, 4)}-{digits(r, 2)}",
-                     f"+49 (0){city} {digits(r, 4)} {digits(r, 3)}",
-                     f"+49 {city} {digits(r, 3)} {digits(r, 4)}-{digits(r, 2)}",
-                     f"0{city} / {digits(r, 3)} {digits(r, 2)} {digits(r, 2)}"])
-
-
-def _at(r: random.Random) -> str:
-    return r.choice([f"+43 664 {digits(r, 7)}", f"0664 {digits(r, 3)} {digits(r, 4)}",
-                     f"+43 (0)1 {digits(r, 3)} {digits(r, 4)}",
-                     f"0699/{digits(r, 8)}"])
-
-
-def _ch(r: random.Random) -> str:
-    n = r.choice(["76", "78", "79"])
-    return r.choice([f"+41 {n} {digits(r, 3)} {digits(r, 2)} {digits(r, 2)}",
-                     f"0{n} {digits(r, 3)} {digits(r, 2)} {digits(r, 2)}",
-                     f"+41 (0)44 {digits(r, 3)} {digits(r, 2)} {digits(r, 2)}"])
-
-
-def _fr(r: random.Random) -> str:
-    p = [digits(r, 2) for _ in range(4)]
-    a = r.choice("1234567")
-    return r.choice([f"0{a} {' '.join(p)}", f"0{a}.{'.'.join(p)}", f"+33 {a} {' '.join(p)}",
-                     f"+33 (0){a} {' '.join(p)}",
-                     f"0{a}-{'-'.join(p)}", f"0{a}{''.join(p)}", f"+33 (0) {a} {' '.join(p)}"])
-
-
-def _be(r: random.Random) -> str:
-    return r.choice([f"+32 4{r.choice('789')}{digits(r, 1)} {digits(r, 2)} {digits(r, 2)} {digits(r, 2)}",
-                     f"04{r.choice('789')}{digits(r, 1)}/{digits(r, 2)}.{digits(r, 2)}.{digits(r, 2)}",
-                     f"02 {digits(r, 3)} {digits(r, 2)} {digits(r, 2)}"])
-
-
-def _ca(r: random.Random) -> str:
-    a = r.choice(["514", "438", "418", "613", "819", "450"])
-    return r.choice([f"{a}-{lead_digits(r, 3)}-{digits(r, 4)}", f"({a}) {lead_digits(r, 3)}-{digits(r, 4)}",
-                     f"+1 {a} {lead_digits(r, 3)} {digits(r, 4)}"])
-
-
-def _es(r: random.Random) -> str:
-    m = r.choice("67") + digits(r, 2)
-    return r.choice([f"{m} {digits(r, 3)} {digits(r, 3)}", f"+34 {m} {digits(r, 3)} {digits(r, 3)}",
-                     f"+34 {m} {digits(r, 2)} {digits(r, 2)} {digits(r, 2)}",
-                     f"9{r.choice('1356')} {digits(r, 3)} {digits(r, 2)} {digits(r, 2)}",
-                     f"(+34) {m}{digits(r, 6)}", f"{m}-{digits(r, 3)}-{digits(r, 3)}"])
-
-
-def _mx(r: random.Random) -> str:
-    a = r.choice(["55", "33", "81"])
-    return r.choice([f"{a} {digits(r, 4)} {digits(r, 4)}", f"+52 {a} {digits(r, 4)} {digits(r, 4)}",
-                     f"+52 1 {a} {digits(r, 4)} {digits(r, 4)}", f"({a}) {digits(r, 4)}-{digits(r, 4)}"])
-
-
-def _ar(r: random.Random) -> str:
-    return r.choice([f"+54 9 11 {digits(r, 4)}-{digits(r, 4)}", f"11 {digits(r, 4)}-{digits(r, 4)}",
-                     f"(011) 15-{digits(r, 4)}-{digits(r, 4)}"])
-
-
-def _it(r: random.Random) -> str:
-    m = "3" + r.choice("2345789") + digits(r, 1)
-    return r.choice([f"{m} {digits(r, 3)} {digits(r, 4)}", f"+39 {m} {digits(r, 3)} {digits(r, 4)}",
-                     f"{m}/{digits(r, 7)}",
-                     f"+39 0{r.choice('26')} {digits(r, 4)} {digits(r, 4)}", f"0{r.choice('26')}-{digits(r, 7)}",
-                     f"{m} {digits(r, 7)}", f"+39 {m}.{digits(r, 7)}"])
-
-
-def _nl(r: random.Random) -> str:
-    a = r.choice(["20", "30", "10", "70", "40", "50"])
-    return r.choice([f"06-{digits(r, 2)} {digits(r, 2)} {digits(r, 2)} {digits(r, 2)}", f"06 {digits(r, 8)}",
-                     f"+31 6 {digits(r, 8)}", f"+31 (0)6 {digits(r, 4)} {digits(r, 4)}",
-                     f"0{a} {digits(r, 3)} {digits(r, 4)}",
-                     f"0{a}-{digits(r, 7)}", f"+31 (0){a} {digits(r, 3)} {digits(r, 4)}", f"06-{digits(r, 8)}"])
-
-
-def _pt(r: random.Random) -> str:
-    m = "9" + r.choice("1236") + digits(r, 1)
-    return r.choice([f"{m} {digits(r, 3)} {digits(r, 3)}", f"+351 {m} {digits(r, 3)} {digits(r, 3)}",
-                     f"21 {digits(r, 3)} {digits(r, 4)}", f"(+351) {m}{digits(r, 6)}"])
-
-
-def _br(r: random.Random) -> str:
-    a = r.choice(["11", "21", "31", "41", "51", "61", "71"])
-    return r.choice([f"({a}) 9{digits(r, 4)}-{digits(r, 4)}", f"+55 {a} 9{digits(r, 4)}-{digits(r, 4)}",
-                     f"+55 ({a}) 9{digits(r, 4)}-{digits(r, 4)}", f"{a} 9{digits(r, 4)} {digits(r, 4)}",
-                     f"({a}) {digits(r, 4)}-{digits(r, 4)}"])
-
-
-def _pl(r: random.Random) -> str:
-    m = r.choice("5678") + digits(r, 2)
-    return r.choice([f"{m} {digits(r, 3)} {digits(r, 3)}", f"+48 {m} {digits(r, 3)} {digits(r, 3)}",
-                     f"{m}-{digits(r, 3)}-{digits(r, 3)}",
-                     f"+48 22 {digits(r, 3)} {digits(r, 2)} {digits(r, 2)}",
-                     f"(22) {digits(r, 3)} {digits(r, 2)} {digits(r, 2)}",
-                     f"+48 {m}{digits(r, 6)}"])
-
-
-def _se(r: random.Random) -> str:
-    m = "07" + r.choice("0236")
-    return r.choice([f"{m}-{digits(r, 3)} {digits(r, 2)} {digits(r, 2)}",
-                     f"+46 {m[1:]} {digits(r, 3)} {digits(r, 2)} {digits(r, 2)}",
-                     f"08-{digits(r, 3)} {digits(r, 3)} {digits(r, 2)}",
-                     f"+46 8 {digits(r, 3)} {digits(r, 3)} {digits(r, 2)}",
-                     f"{m} {digits(r, 3)} {digits(r, 4)}", f"+46 (0){m[1:]}-{digits(r, 7)}"])
-
-
-def _tr(r: random.Random) -> str:
-    m = "5" + r.choice("0345") + digits(r, 1)
-    return r.choice([f"0{m} {digits(r, 3)} {digits(r, 2)} {digits(r, 2)}",
-                     f"+90 {m} {digits(r, 3)} {digits(r, 2)} {digits(r, 2)}",
-                     f"(0212) {digits(r, 3)} {digits(r, 2)} {digits(r, 2)}", f"0{m}-{digits(r, 3)}-{digits(r, 4)}",
-                     f"+90 ({m}) {digits(r, 3)} {digits(r, 4)}"])
-
-
-PHONE_BY_LANG = {"en": [_us, _us, _gb, _gb, _au, _ie, _in, _za, _ca], "de": [_de, _de, _de, _at, _ch],
-                 "fr": [_fr, _fr, _fr, _be, _ca], "es": [_es, _es, _mx, _ar], "it": [_it, _it, _it, _ch],
-                 "nl": [_nl, _nl, _nl, _be], "pt": [_pt, _br, _br], "pl": [_pl], "sv": [_se], "tr": [_tr]}
-EXTENSIONS = {"en": [" ext. {x}", " x{x}", " ext {x}"], "de": ["-{x}", " (Durchwahl {x})"], "fr": [" poste {x}"],
-              "es": [" ext. {x}"], "it": [" int. {x}"], "nl": [" toestel {x}"], "pt": [" ramal {x}"],
-              "pl": [" wew. {x}"], "sv": [" ankn. {x}"], "tr": [" dahili {x}"]}
-
-
-def phone(r: random.Random, lang: str, ext: float = 0.05) -> str:
-    """A phone number as someone of ``lang`` writes it (national or international), now and then with an
-    extension (kept in the value: it is part of the number as written)."""
-    p = r.choice(PHONE_BY_LANG[lang])(r)
-    if r.random() < ext:
-        p += r.choice(EXTENSIONS[lang]).format(x=lead_digits(r, r.choice([2, 3, 4])))
-    return p
 
 
 def ascii_fold(s: str) -> str:
