@@ -10,6 +10,7 @@ adapter learns where a value sits in a message, not which values the generator l
 from __future__ import annotations
 
 import random
+import re
 import unicodedata
 from dataclasses import dataclass
 
@@ -130,6 +131,36 @@ NAMES: dict[str, dict[str, list[str]]] = {
     },
 }
 
+# Names with particles, apostrophes, hyphens and two given names (issue 17b: the adapter dropped the
+# surname or the particle, or rebuilt the address from such names).
+MORE_NAMES = {
+    "en": {"f": ["Mary-Kate", "Anna-Louise", "Sarah Jane", "Lily-Rose"], "m": ["John Paul", "Jean-Luc", "Billy-Ray"],
+           "last": ["MacLeod", "McAuley", "D'Arcy", "Fox-Pitt", "van Rensburg", "Le Roux", "O'Callaghan-Moore",
+                    "Smith-Okafor", "de Burgh", "MacGregor-Hunt", "St. Clair", "Mac Donagh"]},
+    "de": {"f": ["Anna-Lena", "Eva-Maria", "Marie-Luise"], "m": ["Hans-Jürgen", "Karl-Heinz", "Jan-Hendrik"],
+           "last": ["von der Heide", "zur Mühlen", "Müller-Lüdenscheid", "Schulze-Wehning", "von Bülow-Hart",
+                    "auf der Mauer", "Weiß-Öztürk"]},
+    "fr": {"f": ["Marie-Hélène", "Anne-Laure", "Marie-Ève"], "m": ["Jean-Luc", "Jean-Marc", "Paul-Henri"],
+           "last": ["de Villeneuve", "d'Harcourt", "Le Bihan", "Saint-Clair", "Martin-Dubois", "de la Croix",
+                    "d'Estienne-Roux", "Du Pré"]},
+    "es": {"f": ["Ana Belén", "María del Mar", "Luz María"], "m": ["José Luis", "Luis Miguel", "Juan Pablo"],
+           "last": ["de la Torre", "del Pino", "García-Alonso", "Ruiz de Arana", "de los Santos", "Martín-Calero"]},
+    "it": {"f": ["Maria Grazia", "Anna Maria"], "m": ["Gian Paolo", "Pier Francesco"],
+           "last": ["D'Amico", "D'Angelo", "De Santis", "Dall'Olio", "La Rosa", "Dell'Orto", "Lo Monaco"]},
+    "nl": {"f": ["Anne-Marie", "Marie-José"], "m": ["Jan-Willem", "Pieter-Bas", "Willem-Jan"],
+           "last": ["van 't Veer", "'t Jong", "van der Linden", "ter Haar", "in 't Veld", "op de Beek",
+                    "van der Zwaan-Smit", "de la Rive"]},
+    "pt": {"f": ["Maria Eduarda", "Ana Clara"], "m": ["João Paulo", "José Miguel"],
+           "last": ["de Oliveira", "dos Reis", "da Silva Pereira", "do Carmo", "Sá-Nogueira"]},
+    "pl": {"f": ["Anna Maria"], "m": ["Jan Paweł"], "last": ["Nowak-Jeziorańska", "Kowal-Bielecka"]},
+    "sv": {"f": ["Anna-Karin", "Eva-Lena"], "m": ["Lars-Erik", "Per-Olof"],
+           "last": ["von Essen", "af Ugglas", "Lind-Berg", "de Geer"]},
+    "tr": {"f": ["Ayşe Nur", "Fatma Zehra"], "m": ["Mehmet Ali", "Ali Rıza"], "last": ["Öz-Demirci", "Kara-Yılmaz"]},
+}
+for _lang, _more in MORE_NAMES.items():
+    for _k, _v in _more.items():
+        NAMES[_lang][_k] += _v
+
 # (given name, family name, the name in its own script): signed "Given Family (native)"
 CJK = [("Wei", "Zhang", "张伟"), ("Xiaoling", "Chen", "陈晓玲"), ("Jun", "Liu", "刘军"),
        ("Meiling", "Huang", "黄美玲"), ("Haoran", "Zhou", "周浩然"), ("Yifan", "Xu", "徐一凡"),
@@ -140,9 +171,10 @@ CJK = [("Wei", "Zhang", "张伟"), ("Xiaoling", "Chen", "陈晓玲"), ("Jun", "L
        ("Lan", "Tran", "陳蘭")]
 
 HONORIFICS = {  # (before a full name or a surname); never part of a label
-    "en": {"f": ["Ms.", "Mrs.", "Dr.", "Dr", "Prof.", "Miss"], "m": ["Mr.", "Dr.", "Dr", "Prof.", "Mr"]},
+    "en": {"f": ["Ms.", "Mrs.", "Dr.", "Dr", "Prof.", "Miss", "Mx.", "Ms"],
+           "m": ["Mr.", "Dr.", "Dr", "Prof.", "Mr", "Mx."]},
     "de": {"f": ["Frau", "Dr.", "Frau Dr.", "Prof. Dr."], "m": ["Herr", "Dr.", "Herr Dr.", "Prof. Dr."]},
-    "fr": {"f": ["Mme", "Madame", "Dr", "Maître"], "m": ["M.", "Monsieur", "Dr", "Maître"]},
+    "fr": {"f": ["Mme", "Madame", "Dr", "Maître", "Pr"], "m": ["M.", "Monsieur", "Dr", "Maître", "Pr"]},
     "es": {"f": ["Sra.", "Dña.", "Dra.", "Lic."], "m": ["Sr.", "D.", "Dr.", "Ing."]},
     "it": {"f": ["Dott.ssa", "Sig.ra", "Avv.", "Prof.ssa"], "m": ["Dott.", "Sig.", "Ing.", "Avv."]},
     "nl": {"f": ["mevr.", "Dr.", "mr."], "m": ["dhr.", "Dr.", "ir."]},
@@ -251,16 +283,61 @@ def company(r: random.Random, lang: str, people: tuple[Person, ...] = ()) -> tup
     return name, slug + r.choice(TLDS[lang])
 
 
+# Short forms people use in their addresses (the name in the message stays the full one).
+NICKNAMES = {"Alexander": "alex", "Benjamin": "ben", "William": "will", "James": "jamie", "Theodore": "theo",
+             "Elijah": "eli", "Nicolas": "nico", "Nicolás": "nico", "Katarzyna": "kasia", "Małgorzata": "gosia",
+             "Wojciech": "wojtek", "Krzysztof": "krzysiek", "Aleksandra": "ola", "Magdalena": "magda",
+             "Bartosz": "bartek", "Grzegorz": "grzesiek", "Jarosław": "jarek", "Francesca": "fra", "Alessandra": "ale",
+             "Gianluca": "gianlu", "Massimo": "max", "Christoph": "chris", "Friederike": "rike", "Matthias": "matze",
+             "Franziska": "franzi", "Andreas": "andi", "Wolfgang": "wolfi", "Guadalupe": "lupe", "Dolores": "lola",
+             "Ignacio": "nacho", "María José": "majo", "Juan Carlos": "juanca", "Inmaculada": "inma",
+             "Montserrat": "montse", "Jean-Baptiste": "jb", "Pierre-Yves": "py", "Sébastien": "seb",
+             "Anne-Sophie": "annso", "Gabriela": "gabi", "Leonardo": "leo", "Liesbeth": "lies", "Wilhelmina": "mien",
+             "Elizabeth": "liz", "Rosalind": "ros", "Philippa": "pippa", "Harriet": "hattie", "Abigail": "abby",
+             "Alistair": "ali", "Mackenzie": "kenzie", "Emanuele": "ema", "Tommaso": "tommy", "Valentina": "vale",
+             "Leandro": "lean", "Agnieszka": "aga", "Zbigniew": "zbyszek", "Sławomir": "sławek"}
+EMAIL_SUFFIX = ["arq", "design", "art", "photo", "music", "home", "work", "pro", "mail", "official", "dev", "ing",
+                "studio", "legal", "web"]
+
+
+def translit(s: str) -> str:
+    """German-style spelling without umlauts (``Jörg`` -> ``joerg``), as many Germans, Swiss and Austrians
+    write their addresses."""
+    for a, b in (("ä", "ae"), ("ö", "oe"), ("ü", "ue"), ("Ä", "Ae"), ("Ö", "Oe"), ("Ü", "Ue")):
+        s = s.replace(a, b)
+    return ascii_fold(s)
+
+
+def _title_case(local: str) -> str:
+    return re.sub(r"[a-z]+", lambda m: m.group(0).capitalize(), local)
+
+
 def email_for(r: random.Random, first: str, last: str, lang: str, domain: str | None = None) -> str:
-    f = ascii_fold(first) or "info"
-    l_ = ascii_fold(last) or "mail"
-    local = r.choice([f"{f}.{l_}", f"{f[0]}.{l_}", f"{f}{l_}", f"{f}", f"{l_}.{f}", f"{f}_{l_}", f"{f[0]}{l_}",
-                      f"{f}.{l_}{r.randint(1, 99)}", f"{f}{r.randint(70, 99)}", f"{l_}", f"{f}-{l_}",
-                      f"{f[:3]}.{l_[:4]}"])
+    """An address the way people pick them: often a plain join of the name, as often something else (a
+    nickname, initials, digits, a word, the surname without its particle or apostrophe, umlauts spelt
+    out), so the local part must be copied, never rebuilt from the name."""
+    fold = translit if lang in ("de", "sv", "tr") and r.random() < 0.5 else ascii_fold
+    f = fold(first) or "info"
+    l_ = fold(last) or "mail"
+    words = [fold(w) for w in re.split(r"[\s'-]+", last) if fold(w)] or [l_]
+    core = words[-1]  # van der Meulen -> meulen; D'Alessandro -> alessandro
+    dotted = ".".join(words)  # de la Vega -> de.la.vega
+    nick = NICKNAMES.get(first) and ascii_fold(NICKNAMES[first]) or f[:r.choice([3, 4, 5])]
+    two, year = f"{r.randint(1, 99):02d}", str(r.randint(1965, 2004))
+    plain = [f"{f}.{l_}", f"{f[0]}.{l_}", f"{f}{l_}", f"{f}", f"{l_}.{f}", f"{f}_{l_}", f"{f[0]}{l_}", f"{l_}",
+             f"{f}-{l_}", f"{f}.{dotted}", f"{f[0]}.{dotted}"]
+    other = [f"{f}.{l_}{two}", f"{f}{two}", f"{f[:3]}.{l_[:4]}", f"{nick}.{l_}", f"{nick}", f"{nick}{two}",
+             f"{nick}.{core}{two}", f"{nick}{year}", f"{f}.{core}", f"{f[0]}{core}", f"{f}{l_[0]}",
+             f"{f[0]}{l_[0]}{two}", f"{f}.{l_}.{r.choice(EMAIL_SUFFIX)}", f"{r.choice(EMAIL_SUFFIX)}.{f}",
+             f"{l_}{f[0]}", f"{f}.{l_[0]}", f"{f[0]}.{core}{year[2:]}", f"{nick}_{l_[:4]}"]
+    local = r.choice(plain if r.random() < 0.5 else other)
     if domain is None:
         domain = r.choice(FREE_MAIL[lang]) if r.random() < 0.45 else company(r, lang)[1]
-    if r.random() < 0.03:  # written in capitals: kept as written
-        local = local.upper()
+    x = r.random()
+    if x < 0.03:  # written in capitals, or with capitalised words: kept as written
+        return f"{local}@{domain}".upper()
+    if x < 0.08:
+        local = _title_case(local)
     return f"{local}@{domain}"
 
 
