@@ -8,9 +8,10 @@ the shape of what it wrote: the share of each kind of message, of 0/1/2/3 fields
 language.
 
 Each message is composed from parts, not filled into a fixed template: a kind (message_mail.py,
-message_other.py: e-mails, replies above quoted threads, Outlook headers, cc lines, forwards,
-several people named, long e-mails, auto-replies, system notifications, live chats, call notes,
-voicemail, web forms, tickets, short texts, social messages, cold inquiries), a language (ten, with
+message_other.py, message_casual.py: e-mails, replies above quoted threads, Outlook headers, cc lines,
+forwards, several people named, long e-mails, auto-replies, system notifications, live chats, call
+notes, voicemail, web forms, tickets, short texts, social messages, cold inquiries, messenger texts,
+formal letters with signature blocks, support threads quoting the agent), a language (ten, with
 their own phone formats, greetings and sign-offs), people from large name pools (accents, hyphens,
 apostrophes, particles, honorifics, CJK names signed with their own script) and numbers that are
 not phones (dates, times, order, invoice, ticket and room numbers, prices, postcodes, tracking
@@ -31,6 +32,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import message_casual as casual
 import message_mail as mail  # the part modules sit next to this script (its folder is on sys.path)
 import message_other as other
 import message_parts as mp
@@ -50,7 +52,9 @@ KINDS: dict[str, tuple[Callable[[random.Random, str], tuple[str, dict]], int, tu
     "chat": (other.chat, 6, ("en", "de", "fr", "es", "nl")), "call_note": (other.call_note, 6, ("en", "de", "fr")),
     "voicemail": (other.voicemail, 5, ("en", "de", "fr", "es", "it", "nl")), "web_form": (other.web_form, 6, ALL),
     "ticket": (other.ticket, 4, ALL), "short_text": (other.short_text, 8, ALL), "social": (other.social, 3, ("en",)),
-    "inquiry": (other.inquiry, 4, ALL),
+    "inquiry": (other.inquiry, 4, ALL), "messenger": (casual.messenger, 14, ALL),
+    "formal_letter": (casual.formal_letter, 5, ("en", "de", "de", "nl", "fr", "it", "es")),
+    "ticket_thread": (casual.ticket_thread, 4, ALL),
 }
 LANG_WEIGHTS = {"en": 42, "de": 9, "fr": 8, "es": 8, "it": 6, "nl": 6, "pt": 6, "pl": 5, "sv": 5, "tr": 5}
 # Longest message kept, in characters: ~280 SmolLM2 tokens (English ~0.32 tokens a character, the other
@@ -131,9 +135,10 @@ def phone_place(text: str, phone: str) -> str:
 
 
 def distractor(m: Message) -> bool:
-    """Digits in the message besides the writer's phone and any address (dates, times, orders, prices...)."""
+    """A number of 3 digits or more besides the writer's phone and any address: a date, a time (``0:38``), an
+    order, invoice or room number, a price, a postcode, someone else's phone."""
     rest = EMAIL_RE.sub(" ", m.text.replace(m.label["phone"] or "\0", " "))
-    return bool(re.search(r"\d", rest))
+    return any(sum(c.isdigit() for c in g) >= 3 for g in re.findall(r"\d[\d .:/()-]*\d", rest))
 
 
 def local_differs(m: Message) -> bool:
@@ -159,7 +164,8 @@ def number_stats(msgs: list[Message]) -> str:
         f"{sum(national(m.label['phone']) for m in phones) / len(phones):.0%} national (no country code); "
         + ", ".join(f"{k} {v / len(phones):.0%}" for k, v in places.most_common())
         + f"; the only number in {only / n:.0%} of messages",
-        f"numbers that are not the writer's phone: in {sum(distractor(m) for m in msgs) / n:.0%} of messages",
+        f"numbers (3+ digits) that are not the writer's phone: in {sum(distractor(m) for m in msgs) / n:.0%} "
+        "of messages",
         f"emails: local part not a join of the name in {sum(local_differs(m) for m in mails) / len(mails):.0%}, "
         f"not lower-case in {sum(m.label['email'] != m.label['email'].lower() for m in mails) / len(mails):.0%}"])
 

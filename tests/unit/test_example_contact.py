@@ -20,7 +20,7 @@ from lorapipe.data.prompts import TeacherPrompt, edge_case_messages, edge_varian
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "contact-extraction"
 KEYS = ("name", "email", "phone")
 MODULES = ("make_inputs", "teacher", "checks", "edge_cases", "message_parts", "message_numbers", "message_phrases",
-           "message_mail", "message_other", "message_phones")
+           "message_mail", "message_other", "message_phones", "message_casual")
 EMAIL = re.compile(r"[\w.%+'-]+@[\w-]+(?:\.[\w-]+)*\.[A-Za-z]{2,}")
 
 
