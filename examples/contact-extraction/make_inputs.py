@@ -52,7 +52,7 @@ KINDS: dict[str, tuple[Callable[[random.Random, str], tuple[str, dict]], int, tu
     "chat": (other.chat, 6, ("en", "de", "fr", "es", "nl")), "call_note": (other.call_note, 6, ("en", "de", "fr")),
     "voicemail": (other.voicemail, 5, ("en", "de", "fr", "es", "it", "nl")), "web_form": (other.web_form, 6, ALL),
     "ticket": (other.ticket, 4, ALL), "short_text": (other.short_text, 8, ALL), "social": (other.social, 3, ("en",)),
-    "inquiry": (other.inquiry, 4, ALL), "messenger": (casual.messenger, 14, ALL),
+    "inquiry": (other.inquiry, 4, ALL), "messenger": (casual.messenger, 16, ALL),
     "formal_letter": (casual.formal_letter, 5, ("en", "de", "de", "nl", "fr", "it", "es")),
     "ticket_thread": (casual.ticket_thread, 4, ALL),
 }

@@ -50,7 +50,7 @@ def make_greeting(r: random.Random, lang: str, rec: mp.Person | None) -> str:
     return fill(r, lang, r.choice(options), n=rec.first)
 
 
-QUIET = 0.7  # share of bodies without dates, prices, order numbers...: most real messages have none
+QUIET = 0.75  # share of bodies without dates, prices, order numbers...: most real messages have none
 
 
 def sentences(r: random.Random, lang: str, n: int) -> list[str]:
@@ -164,7 +164,9 @@ def reply(r: random.Random, lang: str) -> Built:
     if r.random() < 0.5:
         name = w.first if r.random() < 0.8 else w.first.lower()
         sign = name
-        phone = mail = False
+        phone, mail = r.random() < 0.35, False  # a number in the reply's text, none in a signature
+        if phone:
+            top[0] += " " + fill(r, lang, pick(r, lang, "give_phone"), p=w.phone)
         if r.random() < 0.2:
             sign, name = w.full, w.full
     else:

@@ -322,7 +322,7 @@ def email_for(r: random.Random, first: str, last: str, lang: str, domain: str | 
     words = [fold(w) for w in re.split(r"[\s'-]+", last) if fold(w)] or [l_]
     core = words[-1]  # van der Meulen -> meulen; D'Alessandro -> alessandro
     dotted = ".".join(words)  # de la Vega -> de.la.vega
-    nick = NICKNAMES.get(first) and ascii_fold(NICKNAMES[first]) or f[:r.choice([3, 4, 5])]
+    nick = ascii_fold(NICKNAMES[first]) if first in NICKNAMES else f[:r.choice([3, 4, 5])]
     two, year = f"{r.randint(1, 99):02d}", str(r.randint(1965, 2004))
     plain = [f"{f}.{l_}", f"{f[0]}.{l_}", f"{f}{l_}", f"{f}", f"{l_}.{f}", f"{f}_{l_}", f"{f[0]}{l_}", f"{l_}",
              f"{f}-{l_}", f"{f}.{dotted}", f"{f[0]}.{dotted}"]
