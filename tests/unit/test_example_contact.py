@@ -80,6 +80,27 @@ def test_inputs_have_the_shapes_of_real_traffic(demo, cfg):
     assert max(len(m.text) for m in msgs) <= max(demo.make_inputs.MAX_CHARS.values())
 
 
+def test_phones_addresses_and_names_come_in_the_forms_the_adapter_missed(demo, cfg):
+    """Issue 17b: national numbers in running text or bare under a name, addresses unlike the name, names
+    with particles or apostrophes; phones not rarer than numbers that are not phones."""
+    mi = demo.make_inputs
+    msgs = mi.generate(1200, 7)
+    for part in (msgs, msgs[:max(cfg.data.max_inputs, mi.FIRST)]):
+        n = len(part)
+        phones = [m for m in part if m.label["phone"]]
+        places = Counter(mi.phone_place(m.text, m.label["phone"]) for m in phones)
+        assert sum(mi.national(m.label["phone"]) for m in phones) >= 0.6 * len(phones)
+        assert places["sentence"] >= 0.3 * len(phones) and places["bare"] >= 0.05 * len(phones)
+        assert len(phones) >= sum(mi.distractor(m) for m in part) >= 0.3 * n
+        assert sum(not mi.distractor(m) for m in phones) >= 0.15 * n  # the phone is the only number
+        mails = [m for m in part if m.label["email"]]
+        assert sum(mi.local_differs(m) for m in mails) >= 0.5 * len(mails)
+        assert sum(m.label["email"] != m.label["email"].lower() for m in mails) >= 0.05 * len(mails)
+        names = [m.label["name"] for m in part if m.label["name"]]
+        assert sum(bool(re.search(r"\b(van|von|de|del|da|dos|zur|ter|Mac|Mc)\b|'|\w-\w", nm)) for nm in names) \
+            >= 0.15 * len(names)
+
+
 def test_unseen_messages_stay_a_measure():
     """unseen.jsonl is a check set (evaluate.extra_sets): labelled, and none of it is in the generated data."""
     unseen = _jsonl(EXAMPLE / "unseen.jsonl")
