@@ -8,9 +8,10 @@ the shape of what it wrote: the share of each kind of message, of 0/1/2/3 fields
 language.
 
 Each message is composed from parts, not filled into a fixed template: a kind (message_mail.py,
-message_other.py: e-mails, replies above quoted threads, Outlook headers, cc lines, forwards,
-several people named, long e-mails, auto-replies, system notifications, live chats, call notes,
-voicemail, web forms, tickets, short texts, social messages, cold inquiries), a language (ten, with
+message_other.py, message_casual.py: e-mails, replies above quoted threads, Outlook headers, cc lines,
+forwards, several people named, long e-mails, auto-replies, system notifications, live chats, call
+notes, voicemail, web forms, tickets, short texts, social messages, cold inquiries, messenger texts,
+formal letters with signature blocks, support threads quoting the agent), a language (ten, with
 their own phone formats, greetings and sign-offs), people from large name pools (accents, hyphens,
 apostrophes, particles, honorifics, CJK names signed with their own script) and numbers that are
 not phones (dates, times, order, invoice, ticket and room numbers, prices, postcodes, tracking
@@ -31,8 +32,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import message_casual as casual
 import message_mail as mail  # the part modules sit next to this script (its folder is on sys.path)
 import message_other as other
+import message_parts as mp
 from message_parts import LANGS
 
 KEYS = ("name", "email", "phone")
@@ -49,7 +52,9 @@ KINDS: dict[str, tuple[Callable[[random.Random, str], tuple[str, dict]], int, tu
     "chat": (other.chat, 6, ("en", "de", "fr", "es", "nl")), "call_note": (other.call_note, 6, ("en", "de", "fr")),
     "voicemail": (other.voicemail, 5, ("en", "de", "fr", "es", "it", "nl")), "web_form": (other.web_form, 6, ALL),
     "ticket": (other.ticket, 4, ALL), "short_text": (other.short_text, 8, ALL), "social": (other.social, 3, ("en",)),
-    "inquiry": (other.inquiry, 4, ALL),
+    "inquiry": (other.inquiry, 4, ALL), "messenger": (casual.messenger, 16, ALL),
+    "formal_letter": (casual.formal_letter, 5, ("en", "de", "de", "nl", "fr", "it", "es")),
+    "ticket_thread": (casual.ticket_thread, 4, ALL),
 }
 LANG_WEIGHTS = {"en": 42, "de": 9, "fr": 8, "es": 8, "it": 6, "nl": 6, "pt": 6, "pl": 5, "sv": 5, "tr": 5}
 # Longest message kept, in characters: ~280 SmolLM2 tokens (English ~0.32 tokens a character, the other
@@ -57,6 +62,7 @@ LANG_WEIGHTS = {"en": 42, "de": 9, "fr": 8, "es": 8, "it": 6, "nl": 6, "pt": 6, 
 # would be cut at the end, where the signature is.
 MAX_CHARS = {"en": 850, "tr": 420, "pl": 450}
 MAX_CHARS_OTHER = 500
+FIRST = 600  # data.max_inputs of the demo runs that train on a prefix: its shape is printed too
 
 
 @dataclass
@@ -111,8 +117,61 @@ def make(n: int, seed: int) -> tuple[list[dict], list[dict]]:
             [{"id": m.id, **{k: m.label[k] for k in KEYS}} for m in msgs])
 
 
+EMAIL_RE = re.compile(r"[\w.%+'-]+@[\w-]+(?:\.[\w-]+)*\.[A-Za-z]{2,}")
+
+
+def national(phone: str) -> bool:
+    """A phone written without its country code (``0176 ...``, ``(11) 9...``, ``503-555-...``)."""
+    return not phone.lstrip("( ").startswith(("+", "00"))
+
+
+def phone_place(text: str, phone: str) -> str:
+    """Where the writer's phone sits: alone on a line, after a short label, or inside a sentence."""
+    line = next(ln for ln in text.splitlines() if phone in ln).strip()
+    before = line[:line.index(phone)]
+    if not before.strip() and len(line) <= len(phone) + 2:
+        return "bare"
+    return "labelled" if len(before) <= 14 and not re.search(r"[a-z]{3,} [a-z]{2,}", before) else "sentence"
+
+
+def distractor(m: Message) -> bool:
+    """A number of 3 digits or more besides the writer's phone and any address: a date, a time (``0:38``), an
+    order, invoice or room number, a price, a postcode, someone else's phone."""
+    rest = EMAIL_RE.sub(" ", m.text.replace(m.label["phone"] or "\0", " "))
+    return any(sum(c.isdigit() for c in g) >= 3 for g in re.findall(r"\d[\d .:/()-]*\d", rest))
+
+
+def local_differs(m: Message) -> bool:
+    """The address's local part is not a plain join of the name's words (nickname, initials, digits, another
+    spelling): the model must copy it, not rebuild it from the name."""
+    email, name = m.label["email"], m.label["name"]
+    assert email
+    words = [mp.ascii_fold(w) for w in re.split(r"[\s'-]+", name or "") if mp.ascii_fold(w)]
+    local = re.sub(r"[._-]", "", email.split("@")[0])
+    joins = {"".join(words[i:j]) for i in range(len(words)) for j in range(i + 1, len(words) + 1)}
+    joins |= {a + b for a in joins for b in joins}
+    return local not in joins
+
+
+def number_stats(msgs: list[Message]) -> str:
+    n = len(msgs)
+    phones = [m for m in msgs if m.label["phone"]]
+    mails = [m for m in msgs if m.label["email"]]
+    places = Counter(phone_place(m.text, m.label["phone"]) for m in phones)
+    only = sum(not distractor(m) for m in phones)
+    return "\n".join([
+        f"phones: in {len(phones) / n:.0%} of messages, "
+        f"{sum(national(m.label['phone']) for m in phones) / len(phones):.0%} national (no country code); "
+        + ", ".join(f"{k} {v / len(phones):.0%}" for k, v in places.most_common())
+        + f"; the only number in {only / n:.0%} of messages",
+        f"numbers (3+ digits) that are not the writer's phone: in {sum(distractor(m) for m in msgs) / n:.0%} "
+        "of messages",
+        f"emails: local part not a join of the name in {sum(local_differs(m) for m in mails) / len(mails):.0%}, "
+        f"not lower-case in {sum(m.label['email'] != m.label['email'].lower() for m in mails) / len(mails):.0%}"])
+
+
 def shape(msgs: list[Message]) -> str:
-    """The share of each kind, of 0-3 fields given, and of each language."""
+    """The share of each kind, of 0-3 fields given, and of each language; where phones and addresses sit."""
     n = len(msgs)
 
     def pct(c: Counter) -> str:
@@ -125,7 +184,7 @@ def shape(msgs: list[Message]) -> str:
                       "per field: " + ", ".join(f"{k} {sum(m.label[k] is not None for m in msgs) / n:.0%}"
                                                 for k in KEYS),
                       "kinds: " + pct(Counter(m.kind for m in msgs)),
-                      "languages: " + pct(Counter(m.lang for m in msgs))])
+                      "languages: " + pct(Counter(m.lang for m in msgs)), number_stats(msgs)])
 
 
 def main() -> None:
@@ -141,6 +200,8 @@ def main() -> None:
         (a.out / name).write_text("".join(json.dumps(x, ensure_ascii=False) + "\n" for x in lines), encoding="utf-8")
     print(f"wrote {len(msgs)} inputs to {a.out / 'inputs.jsonl'} and their labels to {a.out / 'references.jsonl'}")
     print(shape(msgs))
+    print(f"-- the first {FIRST} (what the demo trains on) --")
+    print(shape(msgs[:FIRST]))
 
 
 if __name__ == "__main__":

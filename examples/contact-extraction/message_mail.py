@@ -21,7 +21,7 @@ import random
 
 import message_numbers as mn
 import message_parts as mp
-from message_phrases import P, cap, fill, pick
+from message_phrases import NUMBER_SLOTS, SLOT, P, cap, fill, pick
 
 Label = dict[str, str | None]
 Built = tuple[str, Label]
@@ -50,9 +50,15 @@ def make_greeting(r: random.Random, lang: str, rec: mp.Person | None) -> str:
     return fill(r, lang, r.choice(options), n=rec.first)
 
 
+QUIET = 0.75  # share of bodies without dates, prices, order numbers...: most real messages have none
+
+
 def sentences(r: random.Random, lang: str, n: int) -> list[str]:
-    """``n`` different body sentences (fewer if the language has fewer)."""
+    """``n`` different body sentences (fewer if the language has fewer); now and then only ones without
+    numbers, so that the writer's phone is not always one number among many."""
     pool = pick_all(lang, "body")
+    if r.random() < QUIET:
+        pool = [s for s in pool if not set(SLOT.findall(s)) & NUMBER_SLOTS] or pool
     return [cap(fill(r, lang, s)) for s in r.sample(pool, min(n, len(pool)))]
 
 
@@ -132,7 +138,7 @@ def contact_sentence(r: random.Random, lang: str, w: mp.Person, phone: bool, ema
 def email(r: random.Random, lang: str) -> Built:
     """A plain e-mail signed by its writer: values in the signature or in the body."""
     w, rec, other = new_people(r, lang, 3)
-    phone, mail = draw_fields(r, 0.7, 0.65)
+    phone, mail = draw_fields(r, 0.8, 0.65)
     shown, name = shown_name(r, w)
     in_body = r.random() < 0.35
     parts = [make_greeting(r, lang, rec), "", make_body(r, lang, r.randint(1, 3))]
@@ -158,7 +164,9 @@ def reply(r: random.Random, lang: str) -> Built:
     if r.random() < 0.5:
         name = w.first if r.random() < 0.8 else w.first.lower()
         sign = name
-        phone = mail = False
+        phone, mail = r.random() < 0.35, False  # a number in the reply's text, none in a signature
+        if phone:
+            top[0] += " " + fill(r, lang, pick(r, lang, "give_phone"), p=w.phone)
         if r.random() < 0.2:
             sign, name = w.full, w.full
     else:
@@ -217,7 +225,7 @@ def cc_lines(r: random.Random, lang: str) -> Built:
     if r.random() < 0.3:
         lines.append(f"{h['bcc']} {b.email}")
     lines.append(f"{h['subject']} {cap(pick(r, lang, 'topics'))}")
-    phone, mail = draw_fields(r, 0.6, 0.5)
+    phone, mail = draw_fields(r, 0.7, 0.5)
     shown, name = shown_name(r, w, p_first=0.3)
     text = ("\n".join(lines) + "\n\n" + make_greeting(r, lang, a if r.random() < 0.5 else None) + "\n\n"
             + make_body(r, lang, r.randint(1, 2)) + "\n\n" + pick(r, lang, "signoff") + "\n"
@@ -253,11 +261,11 @@ def forward(r: random.Random, lang: str) -> Built:
 def several(r: random.Random, lang: str) -> Built:
     """Several people named: a colleague to ask or loop in, a new point of contact, writing on behalf."""
     w, x, rec = new_people(r, lang, 3, same_domain=True)
-    phone, mail = draw_fields(r, 0.65, 0.7)
+    phone, mail = draw_fields(r, 0.75, 0.7)
     shown, name = shown_name(r, w, p_first=0.15)
     kind = r.choice(["ask_other", "loop_in", "other_contact", "behalf", "ps"])
     if kind == "behalf" and lang == "en":
-        extra = (f"{x.first} asked me to reach out on {r.choice(['his', 'her', 'their'])} behalf to schedule "
+        extra = (f"{x.first} asked me to get in touch on {r.choice(['his', 'her', 'their'])} behalf to schedule "
                  f"{pick(r, lang, 'topics')}. "
                  f"{x.first} is available on {mn.date(r, lang)} or {mn.date(r, lang)}, anytime between "
                  f"{mn.time_(r, lang)} and {mn.time_(r, lang)}.")
@@ -278,7 +286,7 @@ def several(r: random.Random, lang: str) -> Built:
 def long_email(r: random.Random, lang: str) -> Built:
     """Several paragraphs full of numbers that are not phones; the contact is at the very end."""
     w, rec = new_people(r, lang, 2)
-    phone, mail = draw_fields(r, 0.7, 0.7)
+    phone, mail = draw_fields(r, 0.75, 0.7)
     shown, name = shown_name(r, w, p_first=0.05, p_title=0.2)
     said = sentences(r, lang, r.randint(4, 8))
     marks = sorted(r.sample(range(1, len(said)), r.randint(1, 2)))

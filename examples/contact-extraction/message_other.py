@@ -169,22 +169,27 @@ def chat(r: random.Random, lang: str) -> Built:
     who = r.choice([("Visitor", f"Agent ({agent.first})"), ("Customer", agent.first),
                     ("You", f"{agent.first} (Support)"),
                     ("Guest", f"{agent.first} {agent.last[0]}.")])
-    hello = {"en": "Hi there! How can I help today?", "de": "Hallo! Wie kann ich helfen?",
+    hello = {"en": "Hello! What can I do for you today?", "de": "Hallo! Wie kann ich helfen?",
              "fr": "Bonjour ! Comment puis-je vous aider ?",
              "es": "¡Hola! ¿En qué puedo ayudarte?", "nl": "Hallo! Waarmee kan ik je helpen?"}[lang]
-    problem = {"en": ["I ordered a {thing} {qty} days ago and still no tracking number",
+    problem = {"en": ["ordered a {thing} {qty} days ago, no tracking info yet",
                       "my invoice {invoice} is wrong, I was charged {price} twice",
                       "the app keeps showing error {error}", "I need to change the delivery address for order {order}"],
                "de": ["meine Bestellung {order} ist noch nicht da", "ich wurde doppelt belastet ({price})"],
                "fr": ["ma commande {order} n'est pas arrivée", "j'ai été débité deux fois ({price})"],
                "es": ["mi pedido {order} no ha llegado", "me cobraron dos veces {price}"],
                "nl": ["mijn bestelling {order} is nog niet binnen", "ik ben twee keer afgeschreven ({price})"]}[lang]
-    ask = {"en": "Sorry about that! Could I get your name and the email on the order?",
+    if r.random() < 0.4:  # a problem without numbers
+        problem = {"en": ["my parcel never arrived", "I can't log in to my account", "I was charged twice"],
+                   "de": ["mein Paket ist nie angekommen"], "fr": ["mon colis n'est jamais arrivé"],
+                   "es": ["mi paquete nunca llegó"], "nl": ["mijn pakket is nooit aangekomen"]}[lang]
+    ask = {"en": "Sorry to hear that! What's your name and the email you ordered with?",
            "de": "Das tut mir leid! Wie ist Ihr Name?",
            "fr": "Désolé ! Pouvez-vous me donner votre nom ?", "es": "¡Lo siento! ¿Me das tu nombre y correo?",
            "nl": "Vervelend! Mag ik je naam en e-mailadres?"}[lang]
     lines = [r.choice([f"Live chat — visitor #{mp.digits(r, 4)}", f"Chat transcript {mn.date(r, 'en')}",
-                       f"[Chat started {mn.time_(r, 'en')}]", f"Conversation #{mp.digits(r, 6)}"])]
+                       f"[Chat started {mn.time_(r, 'en')}]", f"Conversation #{mp.digits(r, 6)}", "Live chat",
+                       "Chat transcript", "Website chat"])]
     lines += [f"{who[1]}: {hello}", f"{who[0]}: " + fill(r, lang, r.choice(problem), thing=r.choice(["standing desk",
                                                                                                      "sofa", "bike",
                                                                                                      "printer"]))]
@@ -193,15 +198,15 @@ def chat(r: random.Random, lang: str) -> Built:
     if x < 0.15:  # the visitor leaves without giving anything
         lines.append(f"{who[0]}: " + r.choice(["nvm, I'll call later", "never mind, found it", "ok thx bye"]))
         return "\n".join(lines), label(None)
-    phone, mail = draw_fields(r, 0.5, 0.7)
+    phone, mail = draw_fields(r, 0.6, 0.7)
     name = v.full if r.random() < 0.7 else v.first
     if r.random() < 0.1:
         name = name.lower()
     given = [name] + ([v.email] if mail else [])
     lines.append(f"{who[0]}: " + ", ".join(given))
     if phone:
-        lines.append(f"{who[0]}: " + r.choice([f"order no. {mn.ref_number(r, 'order')}, and my mobile is {v.phone} if "
-                                               f"the courier needs it",
+        lines.append(f"{who[0]}: " + r.choice([f"order no. {mn.ref_number(r, 'order')}, and the driver can call "
+                                               f"{v.phone}",
                                                f"my number is {v.phone}", f"you can call me on {v.phone}"]))
     thanks = {"en": "Thanks {n}, checking now...", "de": "Danke, {n}, ich schaue nach.", "fr": "Merci {n}, je regarde.",
               "es": "Gracias, {n}, lo reviso.", "nl": "Dank je, {n}, ik kijk even."}[lang]
@@ -232,7 +237,7 @@ def call_note(r: random.Random, lang: str) -> Built:
                 + f" À rappeler après le {mn.date(r, lang)}. Suivi : {author}")
     elif r.random() < 0.5:
         bits = [f"Call notes {mn.date(r, lang)} — spoke with {shown} ({job}, {co}).",
-                fill(r, lang, r.choice(["Interested in the enterprise tier, budget approved for Q{qty}.",
+                fill(r, lang, r.choice(["Keen on the larger plan, budget signed off for Q{qty}.",
                                         "Wants {t} before the next call.",
                                          "Asked about pricing for {qty} seats.",
                                          "Complained about invoice {invoice}."]))]
@@ -240,7 +245,7 @@ def call_note(r: random.Random, lang: str) -> Built:
             bits.append(r.choice([f"Send the whitepaper to {v.email}.", f"Email: {v.email}."]))
         if phone:
             bits.append(r.choice([f"Direct line: {v.phone}.", f"Mobile {v.phone}.", f"Tel: {v.phone}."]))
-        bits.append(f"Follow up {r.choice(['Tues.', 'next week', 'after the trade fair', mn.date(r, lang)])} — "
+        bits.append(f"Call again {r.choice(['Tues.', 'next week', 'after the trade fair', mn.date(r, lang)])} — "
                     + r.choice([f"logged by {author}", f"Owner: {author}", f"(Entered by: {author})"]))
         text = " ".join(bits)
     else:
@@ -261,9 +266,12 @@ def call_note(r: random.Random, lang: str) -> Built:
 def voicemail(r: random.Random, lang: str) -> Built:
     """A voicemail transcript: the caller is the contact."""
     v = new_people(r, lang, 1)[0]
+    # headers full of durations and times that are not phones (issue 17b: "0:38" returned as the phone)
     head = r.choice([f"Voicemail transcript (received {mn.time_(r, 'en')}):", f"[Voicemail – {_ss(r)}]",
-                     "Transcription:",
-                     f"New voicemail ({_ss(r)}) —", f"Mailbox message {mn.date(r, 'en')} {mn.time_(r, 'en')}:"])
+                     "Transcription:", f"[Voicemail · {_ss(r)}]", f"Voicemail ({_ss(r)}, {mn.time_(r, 'en')})",
+                     f"New voicemail ({_ss(r)}) —", f"Mailbox message {mn.date(r, 'en')} {mn.time_(r, 'en')}:",
+                     f"Duration: {_ss(r)}\nReceived: {mn.date(r, 'en')} {mn.time_(r, 'en')}\n",
+                     f"🎙 Voice message · {_ss(r)}", f"Visual Voicemail — {mn.time_(r, 'en')} ({_ss(r)})"])
     x = r.random()
     if x < 0.12:
         who, name = None, None
@@ -282,7 +290,7 @@ def voicemail(r: random.Random, lang: str) -> Built:
             ["There's a small issue with invoice {invoice} I'd like to go over.", "We can get you in on {d} at {time}.",
              "The delivery is booked for {d}.", "The quote comes to {price}."]))
         if phone:
-            text += " " + r.choice([f"Call me back at {v.phone}.", f"You can reach me at {v.phone}, that's my mobile.",
+            text += " " + r.choice([f"Call me back at {v.phone}.", f"My mobile's {v.phone}, call back whenever.",
                                     f"Please ring me back on {v.phone}. Again, {v.phone}."])
         text += r.choice([" Thanks, bye.", " Thank you.", " Cheers.", ""])
     else:
@@ -305,7 +313,7 @@ FORM_LABELS = {"en": ("Name", "Email", "Phone", "Company", "Message"), "de": ("N
                                                                                   "Telefon", "Firma", "Wiadomość"),
                "sv": ("Namn", "E-post", "Telefon", "Företag", "Meddelande"), "tr": ("Ad Soyad", "E-posta", "Telefon",
                                                                                     "Şirket", "Mesaj")}
-FORM_TITLES = {"en": ["New contact form submission", "Website enquiry (Contact Us)", "Form: Request a callback",
+FORM_TITLES = {"en": ["New contact form submission", "Website enquiry (Contact Us)", "Form: Callback request",
                       "New lead from {co}.com", "Contact form: Get a quote", "[{co}.com] New message"],
                "de": ["Neue Kontaktanfrage", "Kontaktformular: Rückrufbitte"],
                "fr": ["Nouveau message depuis le formulaire de contact"],
@@ -332,7 +340,7 @@ def web_form(r: random.Random, lang: str) -> Built:
     elif style < 0.24:
         name = f"{v.first.upper()} {v.last.lower()}"
     mail = v.email.upper() if r.random() < 0.05 else v.email
-    phone = r.random() < 0.65
+    phone = r.random() < 0.75
     rows = [f"{labels[0]}: {name}", f"{labels[1]}: {mail}"]
     rows.append(f"{labels[2]}: {v.phone}" if phone else r.choice([f"{labels[2]}:", f"{labels[2]}: -",
                                                                   f"{labels[2]}: n/a", None]))
@@ -356,9 +364,10 @@ def web_form(r: random.Random, lang: str) -> Built:
 def ticket(r: random.Random, lang: str) -> Built:
     """A support ticket: the requester's address in the header, their name in the signature, the agent's too."""
     v, agent = new_people(r, lang, 2)
-    phone = r.random() < 0.5
-    subject = cap(r.choice(["Cannot export reports to PDF", "Login fails after update", "Wrong amount on invoice",
-                            "URGENT - terminals offline", "Refund not received", "Sync stopped working"]))
+    phone = r.random() < 0.6
+    subject = cap(r.choice(["PDF export broken since the last release", "Login fails after update",
+                            "Wrong amount on invoice", "URGENT - terminals offline", "Refund not received",
+                            "Sync stopped working"]))
     problem = make_body(r, lang, r.randint(1, 2))
     shown, name = shown_name(r, v, p_first=0.15, p_title=0.1)
     sig = shown + (f"\n{_co(r, lang)}" if r.random() < 0.5 else "") + (f"\nTel: {v.phone}" if phone else "")
@@ -391,11 +400,12 @@ def short_text(r: random.Random, lang: str) -> Built:
         return f"Hello this is {t} {s} from {r.randint(2, 40)}{r.choice('ABCD')}, {body}.", label(s)
     opener = fill(r, lang, pick(r, lang, "its_me"), w=name)
     y = r.random()
-    if y < 0.4:
+    if y < 0.2:
         return f"{opener}, {body}", label(name)
-    if y < 0.75:
-        return f"{opener}, {body}. " + r.choice([f"my new number is {v.phone}", f"this is my number: {v.phone}",
-                                                  f"{v.phone} if u need me"]), label(name, None, v.phone)
+    if y < 0.75:  # the number is often the only one in the text
+        said = (r.choice([f"my new number is {v.phone}", f"this is my number: {v.phone}", f"{v.phone} if u need me"])
+                if lang == "en" or r.random() < 0.3 else fill(r, lang, pick(r, lang, "give_phone"), p=v.phone))
+        return f"{opener}, {body}. {said}", label(name, None, v.phone)
     return f"{opener}, {body}. also can u send it to {v.email}", label(name, v.email)
 
 
@@ -409,11 +419,11 @@ def social(r: random.Random, lang: str) -> Built:
     phone, mail = draw_fields(r, 0.5, 0.6)
     shown = w.full if r.random() < 0.7 else w.first
     tpl = r.choice([
-        "Hey {n}!\n\nGreat meeting you at {ev} last weekend. My friend {x} ({xe}) has done something similar and would "
-        "love to chat too.",
-        "Thanks for connecting, {n}! Let me know if you ever need a hand with {t} — happy to help.",
-        "Hi {n} — I came across your talk at {ev} and really enjoyed it. No pressure at all, but I'd love to grab a "
-        "virtual coffee.",
+        "Hey {n}!\n\nGreat meeting you at {ev} last weekend. My friend {x} ({xe}) worked on something like this and "
+        "would like to connect as well.",
+        "Thanks for connecting, {n}! Shout if you ever want help with {t} — happy to help.",
+        "Hi {n} — I came across your talk at {ev} and really enjoyed it. No pressure at all, but I'd be "
+        "happy to set up a short video call.",
         "Hey {n}, loved your post about {t}! We're hosting a meetup on {d} at {time}, tickets are {price}. {x} is "
         "speaking too.",
     ])
@@ -426,7 +436,7 @@ def social(r: random.Random, lang: str) -> Built:
 def inquiry(r: random.Random, lang: str) -> Built:
     """A cold inquiry that introduces its writer in the first line, in the writer's language."""
     w = new_people(r, lang, 1)[0]
-    phone, mail = draw_fields(r, 0.65, 0.5)
+    phone, mail = draw_fields(r, 0.75, 0.5)
     shown, name = shown_name(r, w, p_first=0.15, p_title=0.2)
     opener = cap(fill(r, lang, pick(r, lang, "intro"), w=shown))
     text = f"{pick(r, lang, 'greet_generic')}\n\n{opener}. {make_body(r, lang, r.randint(1, 2))}"

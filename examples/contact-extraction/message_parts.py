@@ -3,15 +3,20 @@ that are *not* phones are in message_numbers.py). make_inputs.py and edge_cases.
 from these; message_phrases.py holds the sentences around them.
 
 Every generator takes a ``random.Random`` so a seed fixes the output. Pools are large on purpose:
-~700 names over ten languages, thousands of company names, a dozen phone formats per country, so an
+~700 names over ten languages, thousands of company names, a dozen phone formats per country (message_phones.py), so an
 adapter learns where a value sits in a message, not which values the generator likes.
 """
 
 from __future__ import annotations
 
 import random
+import re
 import unicodedata
 from dataclasses import dataclass
+
+from message_phones import digits as digits  # re-exported: the other modules take numbers from here
+from message_phones import lead_digits as lead_digits
+from message_phones import phone
 
 LANGS = ("en", "de", "fr", "es", "it", "nl", "pt", "pl", "sv", "tr")
 
@@ -126,6 +131,36 @@ NAMES: dict[str, dict[str, list[str]]] = {
     },
 }
 
+# Names with particles, apostrophes, hyphens and two given names (issue 17b: the adapter dropped the
+# surname or the particle, or rebuilt the address from such names).
+MORE_NAMES = {
+    "en": {"f": ["Mary-Kate", "Anna-Louise", "Sarah Jane", "Lily-Rose"], "m": ["John Paul", "Jean-Luc", "Billy-Ray"],
+           "last": ["MacLeod", "McAuley", "D'Arcy", "Fox-Pitt", "van Rensburg", "Le Roux", "O'Callaghan-Moore",
+                    "Smith-Okafor", "de Burgh", "MacGregor-Hunt", "St. Clair", "Mac Donagh"]},
+    "de": {"f": ["Anna-Lena", "Eva-Maria", "Marie-Luise"], "m": ["Hans-Jürgen", "Karl-Heinz", "Jan-Hendrik"],
+           "last": ["von der Heide", "zur Mühlen", "Müller-Lüdenscheid", "Schulze-Wehning", "von Bülow-Hart",
+                    "auf der Mauer", "Weiß-Öztürk"]},
+    "fr": {"f": ["Marie-Hélène", "Anne-Laure", "Marie-Ève"], "m": ["Jean-Luc", "Jean-Marc", "Paul-Henri"],
+           "last": ["de Villeneuve", "d'Harcourt", "Le Bihan", "Saint-Clair", "Martin-Dubois", "de la Croix",
+                    "d'Estienne-Roux", "Du Pré"]},
+    "es": {"f": ["Ana Belén", "María del Mar", "Luz María"], "m": ["José Luis", "Luis Miguel", "Juan Pablo"],
+           "last": ["de la Torre", "del Pino", "García-Alonso", "Ruiz de Arana", "de los Santos", "Martín-Calero"]},
+    "it": {"f": ["Maria Grazia", "Anna Maria"], "m": ["Gian Paolo", "Pier Francesco"],
+           "last": ["D'Amico", "D'Angelo", "De Santis", "Dall'Olio", "La Rosa", "Dell'Orto", "Lo Monaco"]},
+    "nl": {"f": ["Anne-Marie", "Marie-José"], "m": ["Jan-Willem", "Pieter-Bas", "Willem-Jan"],
+           "last": ["van 't Veer", "'t Jong", "van der Linden", "ter Haar", "in 't Veld", "op de Beek",
+                    "van der Zwaan-Smit", "de la Rive"]},
+    "pt": {"f": ["Maria Eduarda", "Ana Clara"], "m": ["João Paulo", "José Miguel"],
+           "last": ["de Oliveira", "dos Reis", "da Silva Pereira", "do Carmo", "Sá-Nogueira"]},
+    "pl": {"f": ["Anna Maria"], "m": ["Jan Paweł"], "last": ["Nowak-Jeziorańska", "Kowal-Bielecka"]},
+    "sv": {"f": ["Anna-Karin", "Eva-Lena"], "m": ["Lars-Erik", "Per-Olof"],
+           "last": ["von Essen", "af Ugglas", "Lind-Berg", "de Geer"]},
+    "tr": {"f": ["Ayşe Nur", "Fatma Zehra"], "m": ["Mehmet Ali", "Ali Rıza"], "last": ["Öz-Demirci", "Kara-Yılmaz"]},
+}
+for _lang, _more in MORE_NAMES.items():
+    for _k, _v in _more.items():
+        NAMES[_lang][_k] += _v
+
 # (given name, family name, the name in its own script): signed "Given Family (native)"
 CJK = [("Wei", "Zhang", "张伟"), ("Xiaoling", "Chen", "陈晓玲"), ("Jun", "Liu", "刘军"),
        ("Meiling", "Huang", "黄美玲"), ("Haoran", "Zhou", "周浩然"), ("Yifan", "Xu", "徐一凡"),
@@ -136,9 +171,10 @@ CJK = [("Wei", "Zhang", "张伟"), ("Xiaoling", "Chen", "陈晓玲"), ("Jun", "L
        ("Lan", "Tran", "陳蘭")]
 
 HONORIFICS = {  # (before a full name or a surname); never part of a label
-    "en": {"f": ["Ms.", "Mrs.", "Dr.", "Dr", "Prof.", "Miss"], "m": ["Mr.", "Dr.", "Dr", "Prof.", "Mr"]},
+    "en": {"f": ["Ms.", "Mrs.", "Dr.", "Dr", "Prof.", "Miss", "Mx.", "Ms"],
+           "m": ["Mr.", "Dr.", "Dr", "Prof.", "Mr", "Mx."]},
     "de": {"f": ["Frau", "Dr.", "Frau Dr.", "Prof. Dr."], "m": ["Herr", "Dr.", "Herr Dr.", "Prof. Dr."]},
-    "fr": {"f": ["Mme", "Madame", "Dr", "Maître"], "m": ["M.", "Monsieur", "Dr", "Maître"]},
+    "fr": {"f": ["Mme", "Madame", "Dr", "Maître", "Pr"], "m": ["M.", "Monsieur", "Dr", "Maître", "Pr"]},
     "es": {"f": ["Sra.", "Dña.", "Dra.", "Lic."], "m": ["Sr.", "D.", "Dr.", "Ing."]},
     "it": {"f": ["Dott.ssa", "Sig.ra", "Avv.", "Prof.ssa"], "m": ["Dott.", "Sig.", "Ing.", "Avv."]},
     "nl": {"f": ["mevr.", "Dr.", "mr."], "m": ["dhr.", "Dr.", "ir."]},
@@ -207,185 +243,6 @@ JOBS = {"en": ["Head of Procurement", "Sales Manager", "Senior Engineer", "Offic
         "tr": ["Satın Alma Müdürü", "Proje Yöneticisi", "Genel Müdür", "Muhasebe Uzmanı"]}
 
 
-def digits(r: random.Random, n: int) -> str:
-    return "".join(str(r.randint(0, 9)) for _ in range(n))
-
-
-def lead_digits(r: random.Random, n: int, first: str = "123456789") -> str:
-    return r.choice(first) + digits(r, n - 1)
-
-
-def _us(r: random.Random) -> str:
-    a, b, c = lead_digits(r, 3, "2345689"), lead_digits(r, 3, "2345679"), digits(r, 4)
-    return r.choice([f"({a}) {b}-{c}", f"{a}-{b}-{c}", f"{a}.{b}.{c}", f"+1 {a} {b} {c}", f"+1 ({a}) {b}-{c}",
-                     f"{a} {b} {c}", f"1-{a}-{b}-{c}", f"+1-{a}-{b}-{c}"])
-
-
-def _gb(r: random.Random) -> str:
-    m, ldn, reg = "7" + lead_digits(r, 3), digits(r, 4) + " " + digits(r, 4), lead_digits(r, 3, "1235")
-    return r.choice([f"0{m} {digits(r, 6)}", f"+44 {m} {digits(r, 6)}", f"+44 (0){m} {digits(r, 6)}",
-                     f"020 {ldn}", f"+44 20 {ldn}", f"+44 (0)20 {ldn}", f"01{reg} {digits(r, 3)} {digits(r, 3)}",
-                     f"0{m}-{digits(r, 6)}", f"(01{reg}) {digits(r, 6)}"])
-
-
-def _au(r: random.Random) -> str:
-    return r.choice([f"04{digits(r, 2)} {digits(r, 3)} {digits(r, 3)}",
-                     f"+61 4{digits(r, 2)} {digits(r, 3)} {digits(r, 3)}",
-                     f"(0{r.choice('2378')}) {digits(r, 4)} {digits(r, 4)}",
-                     f"+61 {r.choice('2378')} {digits(r, 4)} {digits(r, 4)}"])
-
-
-def _ie(r: random.Random) -> str:
-    n = r.choice("35679")
-    return r.choice([f"08{n} {digits(r, 3)} {digits(r, 4)}", f"+353 8{n} {digits(r, 3)} {digits(r, 4)}",
-                     f"(01) {digits(r, 3)} {digits(r, 4)}", f"+353 (0)8{n} {digits(r, 7)}"])
-
-
-def _in(r: random.Random) -> str:
-    m = r.choice("6789") + digits(r, 4)
-    return r.choice([f"+91 {m} {digits(r, 5)}", f"{m} {digits(r, 5)}", f"+91-{m}{digits(r, 5)}",
-                     f"0{r.choice(['22', '80', '44', '40'])}-{digits(r, 4)} {digits(r, 4)}"])
-
-
-def _za(r: random.Random) -> str:
-    return r.choice([f"0{r.choice('678')}{digits(r, 1)} {digits(r, 3)} {digits(r, 4)}",
-                     f"+27 {r.choice('678')}{digits(r, 1)} {digits(r, 3)} {digits(r, 4)}"])
-
-
-def _de(r: random.Random) -> str:
-    m, city = "1" + r.choice("567") + digits(r, 1), r.choice(["30", "40", "89", "69", "221", "711", "341", "511"])
-    return r.choice([f"0{m} {digits(r, 4)} {digits(r, 4)}", f"0{m}-{digits(r, 8)}", f"+49 {m} {digits(r, 8)}",
-                     f"+49 (0){m} {digits(r, 4)} {digits(r, 4)}", f"0{city} {digits(r, 7)}",
-                     f"0{city}/{digits(r, 4)}-{digits(r, 2)}",
-                     f"+49 (0){city} {digits(r, 4)} {digits(r, 3)}",
-                     f"+49 {city} {digits(r, 3)} {digits(r, 4)}-{digits(r, 2)}",
-                     f"0{city} / {digits(r, 3)} {digits(r, 2)} {digits(r, 2)}"])
-
-
-def _at(r: random.Random) -> str:
-    return r.choice([f"+43 664 {digits(r, 7)}", f"0664 {digits(r, 3)} {digits(r, 4)}",
-                     f"+43 (0)1 {digits(r, 3)} {digits(r, 4)}",
-                     f"0699/{digits(r, 8)}"])
-
-
-def _ch(r: random.Random) -> str:
-    n = r.choice(["76", "78", "79"])
-    return r.choice([f"+41 {n} {digits(r, 3)} {digits(r, 2)} {digits(r, 2)}",
-                     f"0{n} {digits(r, 3)} {digits(r, 2)} {digits(r, 2)}",
-                     f"+41 (0)44 {digits(r, 3)} {digits(r, 2)} {digits(r, 2)}"])
-
-
-def _fr(r: random.Random) -> str:
-    p = [digits(r, 2) for _ in range(4)]
-    a = r.choice("1234567")
-    return r.choice([f"0{a} {' '.join(p)}", f"0{a}.{'.'.join(p)}", f"+33 {a} {' '.join(p)}",
-                     f"+33 (0){a} {' '.join(p)}",
-                     f"0{a}-{'-'.join(p)}", f"0{a}{''.join(p)}", f"+33 (0) {a} {' '.join(p)}"])
-
-
-def _be(r: random.Random) -> str:
-    return r.choice([f"+32 4{r.choice('789')}{digits(r, 1)} {digits(r, 2)} {digits(r, 2)} {digits(r, 2)}",
-                     f"04{r.choice('789')}{digits(r, 1)}/{digits(r, 2)}.{digits(r, 2)}.{digits(r, 2)}",
-                     f"02 {digits(r, 3)} {digits(r, 2)} {digits(r, 2)}"])
-
-
-def _ca(r: random.Random) -> str:
-    a = r.choice(["514", "438", "418", "613", "819", "450"])
-    return r.choice([f"{a}-{lead_digits(r, 3)}-{digits(r, 4)}", f"({a}) {lead_digits(r, 3)}-{digits(r, 4)}",
-                     f"+1 {a} {lead_digits(r, 3)} {digits(r, 4)}"])
-
-
-def _es(r: random.Random) -> str:
-    m = r.choice("67") + digits(r, 2)
-    return r.choice([f"{m} {digits(r, 3)} {digits(r, 3)}", f"+34 {m} {digits(r, 3)} {digits(r, 3)}",
-                     f"+34 {m} {digits(r, 2)} {digits(r, 2)} {digits(r, 2)}",
-                     f"9{r.choice('1356')} {digits(r, 3)} {digits(r, 2)} {digits(r, 2)}",
-                     f"(+34) {m}{digits(r, 6)}", f"{m}-{digits(r, 3)}-{digits(r, 3)}"])
-
-
-def _mx(r: random.Random) -> str:
-    a = r.choice(["55", "33", "81"])
-    return r.choice([f"{a} {digits(r, 4)} {digits(r, 4)}", f"+52 {a} {digits(r, 4)} {digits(r, 4)}",
-                     f"+52 1 {a} {digits(r, 4)} {digits(r, 4)}", f"({a}) {digits(r, 4)}-{digits(r, 4)}"])
-
-
-def _ar(r: random.Random) -> str:
-    return r.choice([f"+54 9 11 {digits(r, 4)}-{digits(r, 4)}", f"11 {digits(r, 4)}-{digits(r, 4)}",
-                     f"(011) 15-{digits(r, 4)}-{digits(r, 4)}"])
-
-
-def _it(r: random.Random) -> str:
-    m = "3" + r.choice("2345789") + digits(r, 1)
-    return r.choice([f"{m} {digits(r, 3)} {digits(r, 4)}", f"+39 {m} {digits(r, 3)} {digits(r, 4)}",
-                     f"{m}/{digits(r, 7)}",
-                     f"+39 0{r.choice('26')} {digits(r, 4)} {digits(r, 4)}", f"0{r.choice('26')}-{digits(r, 7)}",
-                     f"{m} {digits(r, 7)}", f"+39 {m}.{digits(r, 7)}"])
-
-
-def _nl(r: random.Random) -> str:
-    a = r.choice(["20", "30", "10", "70", "40", "50"])
-    return r.choice([f"06-{digits(r, 2)} {digits(r, 2)} {digits(r, 2)} {digits(r, 2)}", f"06 {digits(r, 8)}",
-                     f"+31 6 {digits(r, 8)}", f"+31 (0)6 {digits(r, 4)} {digits(r, 4)}",
-                     f"0{a} {digits(r, 3)} {digits(r, 4)}",
-                     f"0{a}-{digits(r, 7)}", f"+31 (0){a} {digits(r, 3)} {digits(r, 4)}", f"06-{digits(r, 8)}"])
-
-
-def _pt(r: random.Random) -> str:
-    m = "9" + r.choice("1236") + digits(r, 1)
-    return r.choice([f"{m} {digits(r, 3)} {digits(r, 3)}", f"+351 {m} {digits(r, 3)} {digits(r, 3)}",
-                     f"21 {digits(r, 3)} {digits(r, 4)}", f"(+351) {m}{digits(r, 6)}"])
-
-
-def _br(r: random.Random) -> str:
-    a = r.choice(["11", "21", "31", "41", "51", "61", "71"])
-    return r.choice([f"({a}) 9{digits(r, 4)}-{digits(r, 4)}", f"+55 {a} 9{digits(r, 4)}-{digits(r, 4)}",
-                     f"+55 ({a}) 9{digits(r, 4)}-{digits(r, 4)}", f"{a} 9{digits(r, 4)} {digits(r, 4)}",
-                     f"({a}) {digits(r, 4)}-{digits(r, 4)}"])
-
-
-def _pl(r: random.Random) -> str:
-    m = r.choice("5678") + digits(r, 2)
-    return r.choice([f"{m} {digits(r, 3)} {digits(r, 3)}", f"+48 {m} {digits(r, 3)} {digits(r, 3)}",
-                     f"{m}-{digits(r, 3)}-{digits(r, 3)}",
-                     f"+48 22 {digits(r, 3)} {digits(r, 2)} {digits(r, 2)}",
-                     f"(22) {digits(r, 3)} {digits(r, 2)} {digits(r, 2)}",
-                     f"+48 {m}{digits(r, 6)}"])
-
-
-def _se(r: random.Random) -> str:
-    m = "07" + r.choice("0236")
-    return r.choice([f"{m}-{digits(r, 3)} {digits(r, 2)} {digits(r, 2)}",
-                     f"+46 {m[1:]} {digits(r, 3)} {digits(r, 2)} {digits(r, 2)}",
-                     f"08-{digits(r, 3)} {digits(r, 3)} {digits(r, 2)}",
-                     f"+46 8 {digits(r, 3)} {digits(r, 3)} {digits(r, 2)}",
-                     f"{m} {digits(r, 3)} {digits(r, 4)}", f"+46 (0){m[1:]}-{digits(r, 7)}"])
-
-
-def _tr(r: random.Random) -> str:
-    m = "5" + r.choice("0345") + digits(r, 1)
-    return r.choice([f"0{m} {digits(r, 3)} {digits(r, 2)} {digits(r, 2)}",
-                     f"+90 {m} {digits(r, 3)} {digits(r, 2)} {digits(r, 2)}",
-                     f"(0212) {digits(r, 3)} {digits(r, 2)} {digits(r, 2)}", f"0{m}-{digits(r, 3)}-{digits(r, 4)}",
-                     f"+90 ({m}) {digits(r, 3)} {digits(r, 4)}"])
-
-
-PHONE_BY_LANG = {"en": [_us, _us, _gb, _gb, _au, _ie, _in, _za, _ca], "de": [_de, _de, _de, _at, _ch],
-                 "fr": [_fr, _fr, _fr, _be, _ca], "es": [_es, _es, _mx, _ar], "it": [_it, _it, _it, _ch],
-                 "nl": [_nl, _nl, _nl, _be], "pt": [_pt, _br, _br], "pl": [_pl], "sv": [_se], "tr": [_tr]}
-EXTENSIONS = {"en": [" ext. {x}", " x{x}", " ext {x}"], "de": ["-{x}", " (Durchwahl {x})"], "fr": [" poste {x}"],
-              "es": [" ext. {x}"], "it": [" int. {x}"], "nl": [" toestel {x}"], "pt": [" ramal {x}"],
-              "pl": [" wew. {x}"], "sv": [" ankn. {x}"], "tr": [" dahili {x}"]}
-
-
-def phone(r: random.Random, lang: str, ext: float = 0.05) -> str:
-    """A phone number as someone of ``lang`` writes it (national or international), now and then with an
-    extension (kept in the value: it is part of the number as written)."""
-    p = r.choice(PHONE_BY_LANG[lang])(r)
-    if r.random() < ext:
-        p += r.choice(EXTENSIONS[lang]).format(x=lead_digits(r, r.choice([2, 3, 4])))
-    return p
-
-
 def ascii_fold(s: str) -> str:
     s = s.replace("ß", "ss").replace("ø", "o").replace("ł", "l").replace("Ł", "L").replace("ı", "i").replace("æ", "ae")
     s = unicodedata.normalize("NFKD", s).encode("ascii", "ignore").decode()
@@ -426,16 +283,61 @@ def company(r: random.Random, lang: str, people: tuple[Person, ...] = ()) -> tup
     return name, slug + r.choice(TLDS[lang])
 
 
+# Short forms people use in their addresses (the name in the message stays the full one).
+NICKNAMES = {"Alexander": "alex", "Benjamin": "ben", "William": "will", "James": "jamie", "Theodore": "theo",
+             "Elijah": "eli", "Nicolas": "nico", "Nicolás": "nico", "Katarzyna": "kasia", "Małgorzata": "gosia",
+             "Wojciech": "wojtek", "Krzysztof": "krzysiek", "Aleksandra": "ola", "Magdalena": "magda",
+             "Bartosz": "bartek", "Grzegorz": "grzesiek", "Jarosław": "jarek", "Francesca": "fra", "Alessandra": "ale",
+             "Gianluca": "gianlu", "Massimo": "max", "Christoph": "chris", "Friederike": "rike", "Matthias": "matze",
+             "Franziska": "franzi", "Andreas": "andi", "Wolfgang": "wolfi", "Guadalupe": "lupe", "Dolores": "lola",
+             "Ignacio": "nacho", "María José": "majo", "Juan Carlos": "juanca", "Inmaculada": "inma",
+             "Montserrat": "montse", "Jean-Baptiste": "jb", "Pierre-Yves": "py", "Sébastien": "seb",
+             "Anne-Sophie": "annso", "Gabriela": "gabi", "Leonardo": "leo", "Liesbeth": "lies", "Wilhelmina": "mien",
+             "Elizabeth": "liz", "Rosalind": "ros", "Philippa": "pippa", "Harriet": "hattie", "Abigail": "abby",
+             "Alistair": "ali", "Mackenzie": "kenzie", "Emanuele": "ema", "Tommaso": "tommy", "Valentina": "vale",
+             "Leandro": "lean", "Agnieszka": "aga", "Zbigniew": "zbyszek", "Sławomir": "sławek"}
+EMAIL_SUFFIX = ["arq", "design", "art", "photo", "music", "home", "work", "pro", "mail", "official", "dev", "ing",
+                "studio", "legal", "web"]
+
+
+def translit(s: str) -> str:
+    """German-style spelling without umlauts (``Jörg`` -> ``joerg``), as many Germans, Swiss and Austrians
+    write their addresses."""
+    for a, b in (("ä", "ae"), ("ö", "oe"), ("ü", "ue"), ("Ä", "Ae"), ("Ö", "Oe"), ("Ü", "Ue")):
+        s = s.replace(a, b)
+    return ascii_fold(s)
+
+
+def _title_case(local: str) -> str:
+    return re.sub(r"[a-z]+", lambda m: m.group(0).capitalize(), local)
+
+
 def email_for(r: random.Random, first: str, last: str, lang: str, domain: str | None = None) -> str:
-    f = ascii_fold(first) or "info"
-    l_ = ascii_fold(last) or "mail"
-    local = r.choice([f"{f}.{l_}", f"{f[0]}.{l_}", f"{f}{l_}", f"{f}", f"{l_}.{f}", f"{f}_{l_}", f"{f[0]}{l_}",
-                      f"{f}.{l_}{r.randint(1, 99)}", f"{f}{r.randint(70, 99)}", f"{l_}", f"{f}-{l_}",
-                      f"{f[:3]}.{l_[:4]}"])
+    """An address the way people pick them: often a plain join of the name, as often something else (a
+    nickname, initials, digits, a word, the surname without its particle or apostrophe, umlauts spelt
+    out), so the local part must be copied, never rebuilt from the name."""
+    fold = translit if lang in ("de", "sv", "tr") and r.random() < 0.5 else ascii_fold
+    f = fold(first) or "info"
+    l_ = fold(last) or "mail"
+    words = [fold(w) for w in re.split(r"[\s'-]+", last) if fold(w)] or [l_]
+    core = words[-1]  # van der Meulen -> meulen; D'Alessandro -> alessandro
+    dotted = ".".join(words)  # de la Vega -> de.la.vega
+    nick = ascii_fold(NICKNAMES[first]) if first in NICKNAMES else f[:r.choice([3, 4, 5])]
+    two, year = f"{r.randint(1, 99):02d}", str(r.randint(1965, 2004))
+    plain = [f"{f}.{l_}", f"{f[0]}.{l_}", f"{f}{l_}", f"{f}", f"{l_}.{f}", f"{f}_{l_}", f"{f[0]}{l_}", f"{l_}",
+             f"{f}-{l_}", f"{f}.{dotted}", f"{f[0]}.{dotted}"]
+    other = [f"{f}.{l_}{two}", f"{f}{two}", f"{f[:3]}.{l_[:4]}", f"{nick}.{l_}", f"{nick}", f"{nick}{two}",
+             f"{nick}.{core}{two}", f"{nick}{year}", f"{f}.{core}", f"{f[0]}{core}", f"{f}{l_[0]}",
+             f"{f[0]}{l_[0]}{two}", f"{f}.{l_}.{r.choice(EMAIL_SUFFIX)}", f"{r.choice(EMAIL_SUFFIX)}.{f}",
+             f"{l_}{f[0]}", f"{f}.{l_[0]}", f"{f[0]}.{core}{year[2:]}", f"{nick}_{l_[:4]}"]
+    local = r.choice(plain if r.random() < 0.5 else other)
     if domain is None:
         domain = r.choice(FREE_MAIL[lang]) if r.random() < 0.45 else company(r, lang)[1]
-    if r.random() < 0.03:  # written in capitals: kept as written
-        local = local.upper()
+    x = r.random()
+    if x < 0.03:  # written in capitals, or with capitalised words: kept as written
+        return f"{local}@{domain}".upper()
+    if x < 0.08:
+        local = _title_case(local)
     return f"{local}@{domain}"
 
 

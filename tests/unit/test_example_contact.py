@@ -20,7 +20,7 @@ from lorapipe.data.prompts import TeacherPrompt, edge_case_messages, edge_varian
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "contact-extraction"
 KEYS = ("name", "email", "phone")
 MODULES = ("make_inputs", "teacher", "checks", "edge_cases", "message_parts", "message_numbers", "message_phrases",
-           "message_mail", "message_other")
+           "message_mail", "message_other", "message_phones", "message_casual")
 EMAIL = re.compile(r"[\w.%+'-]+@[\w-]+(?:\.[\w-]+)*\.[A-Za-z]{2,}")
 
 
@@ -78,6 +78,27 @@ def test_inputs_have_the_shapes_of_real_traffic(demo, cfg):
     titled = [m for m in msgs if m.label["name"] and re.search(honorific + re.escape(m.label["name"]), m.text)]
     assert len(titled) >= 0.03 * len(msgs)
     assert max(len(m.text) for m in msgs) <= max(demo.make_inputs.MAX_CHARS.values())
+
+
+def test_phones_addresses_and_names_come_in_the_forms_the_adapter_missed(demo, cfg):
+    """Issue 17b: national numbers in running text or bare under a name, addresses unlike the name, names
+    with particles or apostrophes; phones not rarer than numbers that are not phones."""
+    mi = demo.make_inputs
+    msgs = mi.generate(1200, 7)
+    for part in (msgs, msgs[:max(cfg.data.max_inputs, mi.FIRST)]):
+        n = len(part)
+        phones = [m for m in part if m.label["phone"]]
+        places = Counter(mi.phone_place(m.text, m.label["phone"]) for m in phones)
+        assert sum(mi.national(m.label["phone"]) for m in phones) >= 0.6 * len(phones)
+        assert places["sentence"] >= 0.3 * len(phones) and places["bare"] >= 0.05 * len(phones)
+        assert len(phones) >= sum(mi.distractor(m) for m in part) >= 0.3 * n
+        assert sum(not mi.distractor(m) for m in phones) >= 0.15 * n  # the phone is the only number
+        mails = [m for m in part if m.label["email"]]
+        assert sum(mi.local_differs(m) for m in mails) >= 0.5 * len(mails)
+        assert sum(m.label["email"] != m.label["email"].lower() for m in mails) >= 0.05 * len(mails)
+        names = [m.label["name"] for m in part if m.label["name"]]
+        assert sum(bool(re.search(r"\b(van|von|de|del|da|dos|zur|ter|Mac|Mc)\b|'|\w-\w", nm)) for nm in names) \
+            >= 0.15 * len(names)
 
 
 def test_unseen_messages_stay_a_measure():
