@@ -57,6 +57,8 @@ def main() -> None:
     ap.add_argument("--rows", type=int, default=60)
     ap.add_argument("--max-new-tokens", type=int, default=96, help="the A/B's evaluate.max_new_tokens")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--gguf-base", default="as-is", help="lorapipe export --gguf-base: as-is (the quantised GGUF), "
+                    "f16 or f32 (its weights unquantised)")
     ap.add_argument("--hf-batch1-rows", type=int, default=8, help="rows for lorapipe's batch-1 speed (slow)")
     args = ap.parse_args()
     import llama_cpp
@@ -87,7 +89,7 @@ def main() -> None:
 
     n = len(rows)
     with tempfile.TemporaryDirectory() as tmp:
-        m = ex.run(adapter, Path(tmp) / "gguf", mode="gguf")
+        m = ex.run(adapter, Path(tmp) / "gguf", mode="gguf", gguf_base=args.gguf_base)
         lora, base_gguf = str(Path(tmp) / "gguf" / ADAPTER_FILE), m.extra["base_gguf"]
         model, tok, info = models.load(spec)
         tuned = models.load_adapter(model, adapter, base=info)

@@ -95,7 +95,7 @@ def _earlier_export(target: Path, mode: str) -> bool:
 def run(adapter: str | Path, out: str | Path, *, mode: Literal["merge", "adapter", "gguf"] = "merge",
         base: str | None = None, allow_pickle: bool = False, allow_unverified: bool = False, force: bool = False,
         tolerance: float = FP32_TOLERANCE, prompts: list[list[dict[str, str]]] | None = None,
-        gguf_dtype: str = "f32") -> Manifest:
+        gguf_dtype: str = "f32", gguf_base: str = "as-is") -> Manifest:
     """Export ``adapter`` to ``out`` (see the module docstring); return the written manifest."""
     if mode not in ("merge", "adapter", "gguf"):
         raise ModelError(f"export mode must be `merge`, `adapter` or `gguf`, got {mode!r}")
@@ -105,7 +105,7 @@ def run(adapter: str | Path, out: str | Path, *, mode: Literal["merge", "adapter
     if mode == "adapter":
         return _export_adapter(verified, out, base)
     if mode == "gguf":
-        return _export_gguf(verified, out, base_spec(verified, base), gguf_dtype)
+        return _export_gguf(verified, out, base_spec(verified, base), gguf_dtype, gguf_base)
     return _export_merged(verified, out, base_spec(verified, base), allow_pickle, tolerance,
                           prompts or PARITY_PROMPTS)
 
@@ -143,10 +143,12 @@ def _export_adapter(verified: VerifiedAdapter, out: Path, base: str | None) -> M
     return manifest
 
 
-def _export_gguf(verified: VerifiedAdapter, out: Path, spec: str, dtype: str) -> Manifest:
+def _export_gguf(verified: VerifiedAdapter, out: Path, spec: str, dtype: str, base_dtype: str = "as-is") -> Manifest:
     from lorapipe import llamacpp
     from lorapipe.models import gguf_file, load_tokenizer, resolve
 
+    if base_dtype not in llamacpp.BASE_DTYPES:
+        raise ModelError(f"the GGUF base must be one of {', '.join(llamacpp.BASE_DTYPES)}, got {base_dtype!r}")
     info = resolve(spec)
     check_base_compatible(verified, info.identity())
     base_config = llamacpp.read_base_config(info.path)
@@ -157,13 +159,21 @@ def _export_gguf(verified: VerifiedAdapter, out: Path, spec: str, dtype: str) ->
     if base_gguf is None:  # a Hugging Face base: Ollama converts a safetensors directory itself
         note = (f"the base `{spec}` is not a GGUF file; Ollama imports the directory below, or convert it with "
                 "llama.cpp's convert_hf_to_gguf.py and put that file in FROM")
+        if base_dtype != "as-is":
+            raise ModelError(f"--gguf-base {base_dtype}: the base `{spec}` is not a GGUF file to convert; "
+                             "convert it with llama.cpp's convert_hf_to_gguf.py --outtype " + base_dtype)
     with atomic_dir(out) as tmp:
+        from_base = str(base_gguf or info.path)
+        if base_dtype != "as-is" and base_gguf is not None:  # the weights lorapipe trained on, unquantised
+            name = f"base-{base_dtype}.gguf"
+            llamacpp.write_dequantized_base(base_gguf, tmp / name, base_dtype)
+            from_base, base_gguf = f"./{name}", out.resolve() / name
         written = llamacpp.write_adapter(verified, base_config, tmp / ADAPTER_FILE, dtype=dtype,
                                          name=verified.path.resolve().name)
-        text = llamacpp.modelfile(str(base_gguf or info.path), f"./{ADAPTER_FILE}",
+        text = llamacpp.modelfile(from_base, f"./{ADAPTER_FILE}",
                                   chat_template=load_tokenizer(info).chat_template, system=system, note=note)
         (tmp / MODELFILE).write_text(text, encoding="utf-8")
-        config = {"mode": "gguf", "base": info.identity(), "dtype": dtype}
+        config = {"mode": "gguf", "base": info.identity(), "dtype": dtype, "base_dtype": base_dtype}
         manifest = Manifest(
             stage="export", config_hash=sha256_json(config), inputs=_inputs(verified), config=config,
             parents=[str(verified.path.resolve())],

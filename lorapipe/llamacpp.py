@@ -264,6 +264,47 @@ def modelfile(base: str, adapter_file: str, *, chat_template: str | None, system
     return "\n".join(lines) + "\n"
 
 
+BASE_DTYPES = ("as-is", "f16", "f32")
+
+
+def write_dequantized_base(src: Path, out_file: Path, dtype: str) -> int:
+    """Copy the GGUF ``src`` with its quantised weights stored as ``dtype`` (``f16`` or ``f32``); returns
+    the number of tensors converted.
+
+    lorapipe trains on the dequantised weights of a quantised GGUF (e.g. the embedded Q4_1), in fp32;
+    llama.cpp on the Q4_1 file multiplies 4-bit weights with 8-bit-quantised activations, so a tuned
+    answer can drift by a token. The same weights in f16/f32 leave only float rounding. Metadata
+    (tokenizer, chat template, hyper-parameters) is copied unchanged but the file type."""
+    import gguf
+    import numpy as np
+
+    reader = gguf.GGUFReader(str(src))
+    arch = str(reader.fields["general.architecture"].contents())
+    writer = gguf.GGUFWriter(str(out_file), arch=arch)
+    for name, field in reader.fields.items():
+        if name.startswith("GGUF.") or name in ("general.architecture", "general.file_type"):
+            continue
+        kind = field.types[0]
+        if kind == gguf.GGUFValueType.ARRAY:
+            writer.add_array(name, field.contents())
+        else:
+            writer.add_key_value(name, field.contents(), kind)
+    writer.add_file_type(gguf.LlamaFileType.MOSTLY_F16 if dtype == "f16" else gguf.LlamaFileType.ALL_F32)
+    target = np.float16 if dtype == "f16" else np.float32
+    converted = 0
+    for t in reader.tensors:
+        data = t.data
+        if t.tensor_type not in (gguf.GGMLQuantizationType.F32, gguf.GGMLQuantizationType.F16):
+            data = gguf.quants.dequantize(t.data, t.tensor_type).astype(target)
+            converted += 1
+        writer.add_tensor(t.name, np.ascontiguousarray(data), raw_dtype=None)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return converted
+
+
 def read_base_config(model_dir: Path) -> dict[str, Any]:
     try:
         return dict(json.loads((model_dir / "config.json").read_text(encoding="utf-8")))
@@ -274,6 +315,7 @@ def read_base_config(model_dir: Path) -> dict[str, Any]:
 __all__ = [
     "ADAPTER_FILE",
     "ARCHITECTURES",
+    "BASE_DTYPES",
     "CHATML_GO_TEMPLATE",
     "MODELFILE",
     "GgufAdapter",
@@ -285,4 +327,5 @@ __all__ = [
     "rope_permute",
     "tensor_names",
     "write_adapter",
+    "write_dequantized_base",
 ]

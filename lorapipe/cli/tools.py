@@ -72,6 +72,11 @@ def export(ctx: typer.Context, source: Annotated[Path | None, typer.Argument(
                                                        "adapter's manifest records.", show_default=False)] = None,
            gguf_dtype: Annotated[str, typer.Option("--gguf-dtype", help="With --format gguf: f32 (exact) or "
                                                    "f16 (half the size).")] = "f32",
+           gguf_base: Annotated[str, typer.Option("--gguf-base", help="With --format gguf and a GGUF base: `as-is` "
+                                                  "(FROM the base file itself), or `f16`/`f32`: write the base's "
+                                                  "weights unquantised beside the adapter and use that (the "
+                                                  "weights lorapipe trained on; answers closest to lorapipe's).")
+                        ] = "as-is",
            allow_pickle: Annotated[bool, typer.Option("--allow-pickle",
                                                       help="Accept .bin (pickle) weights you trust.")] = False,
            allow_unverified: Annotated[bool, typer.Option("--allow-unverified", help="Accept an adapter without "
@@ -104,7 +109,7 @@ def export(ctx: typer.Context, source: Annotated[Path | None, typer.Argument(
         raise ConfigError("export needs --adapter DIR (or the adapter directory as its argument) and --out DIR, "
                           "or a pipeline.yaml to take both from")
     m = ex.run(adapter, out, mode=mode, base=base, allow_pickle=allow_pickle, allow_unverified=allow_unverified,
-               force=force, tolerance=tolerance, gguf_dtype=gguf_dtype)
+               force=force, tolerance=tolerance, gguf_dtype=gguf_dtype, gguf_base=gguf_base)
     diff = m.metrics.get("parity_max_abs_diff")
     kind = {"merge": "merged", "adapter": "adapter only", "gguf": "GGUF adapter"}[mode]
     human = f"exported ({kind}): {out}"

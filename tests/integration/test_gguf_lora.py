@@ -91,6 +91,59 @@ def test_without_the_qk_row_order_llamacpp_disagrees(tiny, tmp_path, monkeypatch
     assert np.abs(got - torch_logits(base, adapter)).max() > 1e-2  # seen: 0.1
 
 
+def _quantized_copy(src, out, qtype):
+    """``src`` (f32 GGUF) with every 2-D weight quantised to ``qtype``, as a quantised release would be."""
+    import gguf
+
+    reader = gguf.GGUFReader(str(src))
+    w = gguf.GGUFWriter(str(out), arch="llama")
+    for name, field in reader.fields.items():
+        if not name.startswith("GGUF.") and name != "general.architecture":
+            if field.types[0] == gguf.GGUFValueType.ARRAY:
+                w.add_array(name, field.contents())
+            else:
+                w.add_key_value(name, field.contents(), field.types[0])
+    for t in reader.tensors:
+        data = np.array(t.data)
+        if data.ndim == 2:
+            w.add_tensor(t.name, gguf.quants.quantize(data, qtype), raw_dtype=qtype)
+        else:
+            w.add_tensor(t.name, data)
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    return out
+
+
+def test_export_writes_the_quantized_base_unquantized_beside_the_adapter(tiny, tmp_path):
+    """--gguf-base f32: the quantised base's own weights, dequantised, with its metadata; llama.cpp runs
+    it and the adapter as PEFT does on those weights (the file a quantised release gives would not)."""
+    import gguf
+
+    base, base_gguf = tiny
+    q8 = _quantized_copy(base_gguf, tmp_path / "base-q8.gguf", gguf.GGMLQuantizationType.Q8_0)
+    from lorapipe.models import resolve
+
+    on_q8 = resolve(str(q8)).path  # what lorapipe trains on: the GGUF's weights, dequantised
+    adapter = build_tiny_adapter(on_q8, tmp_path / "adapter", seed=5, b_std=0.3, r=4, lora_alpha=8, target_modules=ALL)
+    m = ex.run(adapter, tmp_path / "out", mode="gguf", base=str(q8), gguf_base="f32")
+    written = tmp_path / "out" / "base-f32.gguf"
+    assert m.extra["base_gguf"] == str(written.resolve())
+    assert "FROM ./base-f32.gguf" in (tmp_path / "out" / llamacpp.MODELFILE).read_text()
+    src, out = gguf.GGUFReader(str(q8)), gguf.GGUFReader(str(written))
+    assert {k for k in src.fields if k != "general.file_type"} == {k for k in out.fields if k != "general.file_type"}
+    assert src.fields["tokenizer.ggml.tokens"].contents() == out.fields["tokenizer.ggml.tokens"].contents()
+    for a, b in zip(src.tensors, out.tensors, strict=True):
+        assert a.name == b.name and b.tensor_type == gguf.GGMLQuantizationType.F32
+        np.testing.assert_array_equal(np.asarray(b.data), gguf.quants.dequantize(a.data, a.tensor_type))
+    del src, out  # their memory maps of the files
+    got = llamacpp_logits(written)
+    plain = llamacpp_logits(base_gguf)
+    assert np.abs(got - plain).max() < 0.05  # a working model: the f32 one, to Q8 error
+    assert np.abs(llamacpp_logits(written, tmp_path / "out" / llamacpp.ADAPTER_FILE) - got).max() > 0.2
+
+
 # --- the embedded SmolLM2 GGUF --------------------------------------------------------------------
 
 SYSTEM = "Reply with the sender's first name only, as: Name: <first name>."
