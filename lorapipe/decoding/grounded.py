@@ -4,9 +4,10 @@ Extraction tasks promise values "copied exactly as written" (``score.rules.groun
 afterwards). With ``inference.grounded: true`` the decoder keeps that promise while it writes: inside
 a JSON string *value* (a string after ``:`` or in an array, not a key), a token may only extend the
 value so that it is still a contiguous piece of the input's bytes; closing the string is always
-allowed. Everything else (keys, ``null``, numbers, layout, and text that is no JSON at all) is left
-to the model. The choice among allowed tokens keeps the model's order: greedy rows take the best
-allowed token; sampling rows draw again among the allowed ones of the top ``TOP_K``.
+allowed, and after it only ``,`` or the end of its object or array. Everything else (keys, ``null``,
+numbers, layout, and text that is no JSON at all) is left to the model. The model's own choice
+stands when it is allowed; otherwise the best allowed token of its top ``TOP_K`` is taken (for a
+sampling row too), and failing that the best token that closes the string, object or array.
 
 What it fixes: a value retyped from memory (``tomasz.w…`` for the ``tomek.w…`` the message shows),
 a made-up address, a reformatted phone. What it cannot fix: a value copied from the wrong place in
@@ -45,11 +46,12 @@ def _byte_decoder() -> dict[str, int]:
 
 
 class Vocabulary:
-    """Each token id's bytes (special tokens: empty) and the ids of the tokens that are exactly ``"``."""
+    """Each token id's bytes (special tokens: empty) and the ids of the one-character tokens that close a
+    string, a value or a container (the last resort of :func:`choose`)."""
 
     def __init__(self, table: list[bytes]):
         self.table = table
-        self.closers = [i for i, b in enumerate(table) if b == b'"']
+        self.closers = [i for i, b in enumerate(table) if b in (b'"', b",", b"}", b"]")]
 
 
 def vocabulary(tokenizer: Any) -> Vocabulary:
@@ -86,7 +88,7 @@ class JsonCopy:
     the input (only possible through :func:`choose`'s last resort) the answer is no longer constrained.
     """
 
-    __slots__ = ("source", "stack", "in_string", "is_value", "escape", "value", "last", "off")
+    __slots__ = ("source", "stack", "in_string", "is_value", "escape", "value", "last", "off", "closed_value")
 
     def __init__(self, source: str):
         self.source = source.encode("utf-8")
@@ -97,6 +99,7 @@ class JsonCopy:
         self.value = b""
         self.last = 0  # the last significant byte outside strings
         self.off = False
+        self.closed_value = False  # a string value just closed: only `,` or the container's end may follow
 
     def _copy(self) -> JsonCopy:
         new = JsonCopy.__new__(JsonCopy)
@@ -110,6 +113,10 @@ class JsonCopy:
             return True
         for b in data:
             if not self.in_string:
+                if self.closed_value and b not in b" \t\r\n":
+                    if b not in b",}]":  # e.g. a value cut short by the last resort, then more text
+                        return False
+                    self.closed_value = False
                 if b == 0x22:  # '"'
                     top = self.stack[-1:]
                     self.in_string, self.escape, self.value = True, None, b""
@@ -126,7 +133,7 @@ class JsonCopy:
             elif b == 0x5C:  # backslash
                 self.escape = b""
             elif b == 0x22:
-                self.in_string, self.last = False, b
+                self.in_string, self.last, self.closed_value = False, b, self.is_value
             elif not self._extend(bytes([b])):
                 return False
         return True
@@ -165,7 +172,7 @@ class JsonCopy:
 
 def choose(logits: torch.Tensor, state: JsonCopy, vocab: Vocabulary, first: int) -> int:
     """The model's choice ``first`` if it keeps ``state``'s values in the input, else the best of the top
-    ``TOP_K`` tokens of ``logits`` (one row) that does, else the best string-closing token."""
+    ``TOP_K`` tokens of ``logits`` (one row) that does, else the best allowed closing token."""
     table = vocab.table
     if first >= len(table) or state.allows(table[first]):
         return first

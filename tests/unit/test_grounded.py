@@ -37,6 +37,9 @@ def _feed(state: JsonCopy, text: str) -> bool:
     ('{"name": "\\u0041nn"}', True),                         # escapes are compared decoded
     ('{"name": "A\\nn"}', False),
     ('{"email": "ann@x.io", "name": "— Ann"}', True),        # multi-byte characters
+    ('{"name": "Ann" + "Lee"}', False),                      # after a value: `,` or the end only
+    ('{"name": "Ann" "email": null}', False),
+    ('{"tags": ["Ann" ], "name": "Ann"\n}', True),
 ])
 def test_values_must_be_pieces_of_the_input(text, ok):
     assert _feed(JsonCopy(SOURCE), text) is ok
@@ -53,7 +56,7 @@ def test_vocabulary_is_each_tokens_bytes(tok):
     ids = tok(RIGHT + " Zoë", add_special_tokens=False)["input_ids"]
     assert b"".join(vocab.table[i] for i in ids).decode("utf-8") == RIGHT + " Zoë"
     assert vocab.table[tok.eos_token_id] == b""
-    assert all(vocab.table[i] == b'"' for i in vocab.closers) and vocab.closers
+    assert {vocab.table[i] for i in vocab.closers} == {b'"', b",", b"}", b"]"}
     assert vocabulary(tok) is vocab  # built once per tokenizer
 
 
