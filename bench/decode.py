@@ -106,10 +106,12 @@ def engine_batch(engine: Engine, jobs: list[tuple[str, list[int]]], n: int, repe
 
 def llama_cpp(gguf: Path, prompts: list[list[int]], n: int, threads: int) -> tuple[float, float, float] | None:
     try:
-        from llama_cpp import Llama
+        import llama_cpp as _  # noqa: F401  (only whether it is installed)
     except ImportError:
         return None
-    llm = Llama(model_path=str(gguf), n_ctx=1024, n_threads=threads, n_batch=512, verbose=False)
+    from lorapipe.llamacpp import open_llama
+
+    llm = open_llama(gguf, n_ctx=1024, n_threads=threads, n_batch=512, verbose=False)
 
     def one(p: list[int], k: int) -> int:
         llm.reset()

@@ -24,13 +24,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from lorapipe import export as ex
 from lorapipe import generation, models
-from lorapipe.llamacpp import ADAPTER_FILE
+from lorapipe.llamacpp import ADAPTER_FILE, open_llama
 
 
 def llamacpp_answers(llama_cpp, model_path: str, lora: str | None, prompts: list[list[int]], max_new: int,
                      threads: int) -> tuple[list[str], float, int]:
     """Greedy answers, decode seconds (after the first token) and decoded tokens, at batch 1."""
-    llm = llama_cpp.Llama(model_path=model_path, lora_path=lora, n_ctx=1024, n_threads=threads,
+    llm = open_llama(model_path, lora_path=lora, n_ctx=1024, n_threads=threads,
                           n_threads_batch=threads, verbose=False)
     answers, decode_s, decode_tokens = [], 0.0, 0
     try:
@@ -57,8 +57,8 @@ def main() -> None:
     ap.add_argument("--rows", type=int, default=60)
     ap.add_argument("--max-new-tokens", type=int, default=96, help="the A/B's evaluate.max_new_tokens")
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--gguf-base", default="as-is", help="lorapipe export --gguf-base: as-is (the quantised GGUF), "
-                    "f16 or f32 (its weights unquantised)")
+    ap.add_argument("--gguf-base", default="auto", help="lorapipe export --gguf-base: auto (f16 for a quantised "
+                    "GGUF), as-is (the quantised GGUF itself), f16 or f32 (its weights unquantised)")
     ap.add_argument("--hf-batch1-rows", type=int, default=8, help="rows for lorapipe's batch-1 speed (slow)")
     args = ap.parse_args()
     import llama_cpp

@@ -95,7 +95,7 @@ def _earlier_export(target: Path, mode: str) -> bool:
 def run(adapter: str | Path, out: str | Path, *, mode: Literal["merge", "adapter", "gguf"] = "merge",
         base: str | None = None, allow_pickle: bool = False, allow_unverified: bool = False, force: bool = False,
         tolerance: float = FP32_TOLERANCE, prompts: list[list[dict[str, str]]] | None = None,
-        gguf_dtype: str = "f32", gguf_base: str = "as-is") -> Manifest:
+        gguf_dtype: str = "f32", gguf_base: str = "auto") -> Manifest:
     """Export ``adapter`` to ``out`` (see the module docstring); return the written manifest."""
     if mode not in ("merge", "adapter", "gguf"):
         raise ModelError(f"export mode must be `merge`, `adapter` or `gguf`, got {mode!r}")
@@ -143,7 +143,7 @@ def _export_adapter(verified: VerifiedAdapter, out: Path, base: str | None) -> M
     return manifest
 
 
-def _export_gguf(verified: VerifiedAdapter, out: Path, spec: str, dtype: str, base_dtype: str = "as-is") -> Manifest:
+def _export_gguf(verified: VerifiedAdapter, out: Path, spec: str, dtype: str, base_dtype: str = "auto") -> Manifest:
     from lorapipe import llamacpp
     from lorapipe.models import gguf_file, load_tokenizer, resolve
 
@@ -153,6 +153,8 @@ def _export_gguf(verified: VerifiedAdapter, out: Path, spec: str, dtype: str, ba
     check_base_compatible(verified, info.identity())
     base_config = llamacpp.read_base_config(info.path)
     base_gguf = gguf_file(spec)
+    if base_dtype == "auto":  # the weights lorapipe trained on: a quantised GGUF is written out in f16
+        base_dtype = "f16" if base_gguf is not None and llamacpp.quantized(base_gguf) else "as-is"
     source_manifest = verified.manifest or {}
     system = ((source_manifest.get("config") or {}).get("task") or {}).get("system_prompt")
     note = None

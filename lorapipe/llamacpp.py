@@ -264,7 +264,42 @@ def modelfile(base: str, adapter_file: str, *, chat_template: str | None, system
     return "\n".join(lines) + "\n"
 
 
-BASE_DTYPES = ("as-is", "f16", "f32")
+BASE_DTYPES = ("auto", "as-is", "f16", "f32")
+
+
+def open_llama(model_path: str | Path, **kwargs: Any) -> Any:
+    """``llama_cpp.Llama(model_path, **kwargs)`` as lorapipe's tests and benches open it.
+
+    On a CPU with AMX, llama.cpp repacks quantised weights into its AMX buffer type; the
+    llama-cpp-python 0.3.x built here then crashes (SIGSEGV in the first decode, with or without an
+    adapter, on the embedded Q4_1 SmolLM2). There the extra buffer types are turned off (llama.cpp's
+    ``use_extra_bufts``, ``--no-repack`` in its CLI): the plain CPU kernels, a little slower."""
+    import llama_cpp
+    import llama_cpp.llama_cpp as lib
+
+    amx = getattr(__import__("torch").cpu, "_is_amx_tile_supported", None)
+    if not (amx is not None and amx()):
+        return llama_cpp.Llama(model_path=str(model_path), **kwargs)
+    default = lib.llama_model_default_params
+
+    def without_repack() -> Any:
+        params = default()
+        params.use_extra_bufts = False
+        return params
+
+    lib.llama_model_default_params = without_repack
+    try:
+        return llama_cpp.Llama(model_path=str(model_path), **kwargs)
+    finally:
+        lib.llama_model_default_params = default
+
+
+def quantized(gguf_path: Path) -> bool:
+    """Whether a GGUF file holds quantised (neither f32 nor f16/bf16) tensors."""
+    import gguf
+
+    plain = {gguf.GGMLQuantizationType.F32, gguf.GGMLQuantizationType.F16, gguf.GGMLQuantizationType.BF16}
+    return any(t.tensor_type not in plain for t in gguf.GGUFReader(str(gguf_path)).tensors)
 
 
 def write_dequantized_base(src: Path, out_file: Path, dtype: str) -> int:
@@ -322,7 +357,9 @@ __all__ = [
     "GgufUnsupported",
     "is_chatml",
     "modelfile",
+    "open_llama",
     "problems",
+    "quantized",
     "read_base_config",
     "rope_permute",
     "tensor_names",

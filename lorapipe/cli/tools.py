@@ -72,11 +72,12 @@ def export(ctx: typer.Context, source: Annotated[Path | None, typer.Argument(
                                                        "adapter's manifest records.", show_default=False)] = None,
            gguf_dtype: Annotated[str, typer.Option("--gguf-dtype", help="With --format gguf: f32 (exact) or "
                                                    "f16 (half the size).")] = "f32",
-           gguf_base: Annotated[str, typer.Option("--gguf-base", help="With --format gguf and a GGUF base: `as-is` "
-                                                  "(FROM the base file itself), or `f16`/`f32`: write the base's "
-                                                  "weights unquantised beside the adapter and use that (the "
-                                                  "weights lorapipe trained on; answers closest to lorapipe's).")
-                        ] = "as-is",
+           gguf_base: Annotated[str, typer.Option("--gguf-base", help="With --format gguf and a GGUF base: `f16`/"
+                                                  "`f32` write the base's weights unquantised beside the adapter "
+                                                  "and the Modelfile uses that file (the weights lorapipe trained "
+                                                  "on: llama.cpp answers as lorapipe does); `as-is` uses the base "
+                                                  "file itself; `auto`: f16 for a quantised base, else as-is.")
+                        ] = "auto",
            allow_pickle: Annotated[bool, typer.Option("--allow-pickle",
                                                       help="Accept .bin (pickle) weights you trust.")] = False,
            allow_unverified: Annotated[bool, typer.Option("--allow-unverified", help="Accept an adapter without "

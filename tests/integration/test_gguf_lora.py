@@ -2,7 +2,8 @@
 
 Fast: a tiny random Llama written as an f32 GGUF, with LoRA adapters exported by lorapipe: llama.cpp's
 logits equal PEFT's (plain, rsLoRA with rank/alpha patterns, f16), and an export without the q/k row
-reordering does not, so the comparison sees the layout. Slow: the embedded SmolLM2 GGUF (Q4_1) with
+reordering does not, so the comparison sees the layout. Slow: the embedded SmolLM2 GGUF (Q4_1, written
+out in f16 by the export) with
 an adapter trained here for a few steps: greedy answers on held-out rows match lorapipe's own and
 differ from the base's.
 """
@@ -35,7 +36,7 @@ def tiny(tmp_path_factory):
 
 def llamacpp_logits(model_gguf, lora_gguf=None) -> np.ndarray:
     # an f32 KV cache (llama.cpp's default is f16), so that the comparison with torch is tight
-    llm = llama_cpp.Llama(model_path=str(model_gguf), lora_path=str(lora_gguf) if lora_gguf else None,
+    llm = llamacpp.open_llama(model_gguf, lora_path=str(lora_gguf) if lora_gguf else None,
                           n_ctx=64, n_batch=64, n_threads=1, logits_all=True, verbose=False,
                           type_k=llama_cpp.GGML_TYPE_F32, type_v=llama_cpp.GGML_TYPE_F32)
     try:
@@ -187,9 +188,9 @@ def test_smollm2_adapter_in_llamacpp_answers_as_lorapipe(tmp_path):
     trainer.run(cfg, tmp_path / "train.jsonl", None, tmp_path / "run")
     adapter = tmp_path / "run" / "adapter"
     m = ex.run(adapter, tmp_path / "gguf", mode="gguf")
-    base_gguf = m.extra["base_gguf"]
-    assert base_gguf and base_gguf.endswith(".gguf") and f"FROM {base_gguf}" in (tmp_path / "gguf" /
-                                                                                 llamacpp.MODELFILE).read_text()
+    base_gguf = m.extra["base_gguf"]  # the embedded Q4_1 GGUF's weights in f16 (export's default for a quantised base)
+    assert base_gguf == str((tmp_path / "gguf" / "base-f16.gguf").resolve())
+    assert "FROM ./base-f16.gguf" in (tmp_path / "gguf" / llamacpp.MODELFILE).read_text()
 
     model, tok, info = models.load("smollm2-135m-instruct")
     convs = [[{"role": "system", "content": SYSTEM}, r["messages"][0]] for r in eval_rows]
@@ -200,7 +201,7 @@ def test_smollm2_adapter_in_llamacpp_answers_as_lorapipe(tmp_path):
     prompts = generation.render_prompts(tok, convs)
     theirs, theirs_base = [], []
     for lora, answers in ((tmp_path / "gguf" / llamacpp.ADAPTER_FILE, theirs), (None, theirs_base)):
-        llm = llama_cpp.Llama(model_path=base_gguf, lora_path=str(lora) if lora else None, n_ctx=512,
+        llm = llamacpp.open_llama(base_gguf, lora_path=str(lora) if lora else None, n_ctx=512,
                               n_threads=2, verbose=False)
         try:
             for p in prompts:
