@@ -12,7 +12,7 @@ import random
 
 import message_numbers as mn
 import message_parts as mp
-from message_mail import Built, label, make_body, make_greeting, new_people, pick_all, shown_name
+from message_mail import Built, label, labelled_contact, make_body, make_greeting, new_people, pick_all, shown_name
 from message_phrases import cap, fill, pick
 
 # What a friend or colleague is asked for in a text, without numbers (the writer's phone is often the only one).
@@ -101,12 +101,7 @@ def formal_letter(r: random.Random, lang: str) -> Built:
     if r.random() < 0.75:
         sig.append(r.choice(mp.JOBS[lang]))
     sig += [co, r.choice(STREETS.get(lang, STREETS["en"])).format(n=r.randint(1, 120)), town]
-    lines = []
-    if phone:
-        lines.append(pick(r, lang, "phone_label") + w.phone)
-    if mail:
-        lines.append(pick(r, lang, "email_label") + w.email)
-    r.shuffle(lines)
+    lines = labelled_contact(r, lang, w, phone, mail)
     if r.random() < 0.5:
         lines.append(f"www.{domain}")
     sig += lines

@@ -79,6 +79,17 @@ def shown_name(r: random.Random, w: mp.Person, p_first: float = 0.1, p_title: fl
     return w.full, w.full
 
 
+def labelled_contact(r: random.Random, lang: str, w: mp.Person, phone: bool, email: bool) -> list[str]:
+    """The writer's phone and/or address as signature lines ("Tel. ...", "E-mail: ..."), in random order."""
+    lines = []
+    if phone:
+        lines.append(pick(r, lang, "phone_label") + w.phone)
+    if email:
+        lines.append(pick(r, lang, "email_label") + w.email)
+    r.shuffle(lines)
+    return lines
+
+
 def signature_block(r: random.Random, lang: str, w: mp.Person, phone: bool, email: bool, shown: str,
                company: bool = True) -> str:
     lines = [shown]
@@ -86,12 +97,7 @@ def signature_block(r: random.Random, lang: str, w: mp.Person, phone: bool, emai
         co = mp.company(r, lang, (w,))[0]
         job = r.choice(mp.JOBS[lang])
         lines += r.choice([[job, co], [f"{job} | {co}"], [co], [f"{job}, {co}"], [job]])
-    contact = []
-    if phone:
-        contact.append(pick(r, lang, "phone_label") + w.phone)
-    if email:
-        contact.append(pick(r, lang, "email_label") + w.email)
-    r.shuffle(contact)
+    contact = labelled_contact(r, lang, w, phone, email)
     if len(contact) == 2 and r.random() < 0.3:
         contact = [r.choice([" | ", " · ", "  ", " / "]).join(contact)]
     lines += contact
