@@ -137,6 +137,8 @@ def _label_only_forward(model, input_ids=None, attention_mask=None, position_ids
         denom = torch.as_tensor(num_items_in_batch, device=total.device)
     out = CausalLMOutputWithPast(loss=total / denom, logits=None)
     out.token_accuracy = (correct, keep.sum())  # read by the trainer (lorapipe.train.speed), not a model field
+    # accelerate's mixed precision rebuilds the output object (fp32 copies) and drops that attribute
+    model._lorapipe_token_accuracy = out.token_accuracy
     return out
 
 

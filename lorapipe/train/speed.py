@@ -167,7 +167,12 @@ def trainer_class():
         def _count_accuracy(self, model, inputs, outputs) -> None:
             import torch
 
-            counts = getattr(outputs, "token_accuracy", None)  # the label-only head counted them
+            # the label-only head counted them; under bf16 autocast accelerate rebuilt the outputs without
+            # the attribute, and the head's copy on the model is what is left (taken, so it is never stale)
+            inner = getattr(model, "module", model)
+            inner = inner.get_base_model() if hasattr(inner, "get_base_model") else inner
+            left = inner.__dict__.pop("_lorapipe_token_accuracy", None)
+            counts = getattr(outputs, "token_accuracy", None) or left
             if counts is None:
                 logits, labels = getattr(outputs, "logits", None), inputs.get("labels")
                 if logits is None or labels is None:

@@ -301,3 +301,17 @@ def test_bf16_on_cpu_holds_frozen_linears_in_bf16_and_gives_them_back(tiny_model
     assert model.get_output_embeddings().weight.dtype == torch.float32  # the head may be the tied embedding
     speed.undo(model, plan)
     assert frozen[0].weight.dtype == torch.float32 and torch.equal(frozen[0].weight, before)
+
+
+def test_token_accuracy_survives_outputs_rebuilt_by_mixed_precision(tiny_model_dir):
+    """accelerate's bf16 autocast returns a new output object; the label-only head's counts still count."""
+    from types import SimpleNamespace
+
+    from lorapipe.train import speed
+
+    model = _peft_model(tiny_model_dir)
+    trainer = speed.trainer_class().__new__(speed.trainer_class())
+    model.get_base_model()._lorapipe_token_accuracy = (torch.tensor(3), torch.tensor(4))
+    trainer._count_accuracy(model, {}, SimpleNamespace(logits=None))  # no attribute, no logits
+    assert [int(x) for x in trainer._accuracy["train" if model.training else "eval"]] == [3, 4]
+    assert "_lorapipe_token_accuracy" not in model.get_base_model().__dict__
