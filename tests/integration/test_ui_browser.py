@@ -210,7 +210,8 @@ def test_data_review_filters_searches_and_pages(tabs, server, artifacts, width):
     page.wait_for_selector(f"#rows-status:has-text('of {total('kind=rejected&reason=duplicate')} rejected')")
     assert page.locator(".row-card .reasons li").first.inner_text().startswith("duplicate:")
     page.click(".tabs button:has-text('kept')")
-    page.wait_for_selector("#rows-status:has-text('Rows 1–25')")
+    # the kept list's own status: the rejected list's "Rows 1–25 of N rejected" also reads "Rows 1–25"
+    page.wait_for_selector(f"#rows-status:has-text('Rows 1–25 of {kept} kept')")
     page.click("#next-page")
     page.wait_for_selector(f"#rows-status:has-text('Rows 26–{min(50, kept)} of {kept}')")
     assert "offset=25" in page.url  # a reload or a shared link opens the same page of rows

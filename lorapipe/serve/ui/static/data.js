@@ -73,7 +73,9 @@ export async function dataPage(main, { signal, params, navigate }) {
 
   let seq = 0, ready = false;
   async function load() {
+    clearTimeout(typing);  // this load reads the search box itself: a pending debounced one would undo its page
     if (ready) { state.origin = origin.value; state.reason = reason.value; }  // before the first page: the URL's
+    if (ready && q.value.trim() !== state.q) state.offset = 0;  // a new search starts at its first page
     state.min_score = minScore.value; state.q = q.value.trim();
     const p = new URLSearchParams({ kind: state.kind, offset: state.offset, limit: PAGE });
     for (const k of ["origin", "reason", "min_score", "q"]) if (state[k] !== "") p.set(k, state[k]);
