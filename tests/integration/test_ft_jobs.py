@@ -276,7 +276,9 @@ def test_a_job_survives_the_server_being_killed(tmp_path, tiny_model_dir):
     srv = Server(tiny_model_dir, tmp_path / "data").start()
     try:
         c = srv.client()
-        job = start_job(c, write_rows(tmp_path / "train.jsonl", 10), epochs=3, model=tiny_model_dir.name,
+        # 20 epochs: the kill must land mid-training (with 3, a fast CPU finished the last two epochs
+        # between the first checkpoint and the kill, and there was nothing to resume)
+        job = start_job(c, write_rows(tmp_path / "train.jsonl", 10), epochs=20, model=tiny_model_dir.name,
                         suffix="kill")
         wait_for(c, job.id, lambda j: bool(c.fine_tuning.jobs.checkpoints.list(j.id).data))
         child = srv.job_pid(job.id)
