@@ -285,8 +285,10 @@ class InferenceConfig(Section):
     grounded: bool = Field(
         False, description="Grounded JSON decoding for extraction tasks (probe, A/B, predict): inside a JSON "
         "string value, only tokens that keep the value a verbatim piece of the input (the user message) are "
-        "allowed; keys, null, numbers and non-JSON text are the model's. It stops retyped, reformatted and "
-        "made-up values, not values copied from the wrong place or left null. Both A/B arms decode alike.")
+        "allowed; keys, null, numbers and non-JSON text are the model's. A top-level property whose schema "
+        "(task.output_schema) has `format: email` or a `pattern` anchored ^...$ is copied only as a whole match of "
+        "it (no match in the input: not a string). It stops retyped, reformatted, cut-short and made-up values, "
+        "not values copied from the wrong place or left null. Both A/B arms decode alike.")
 
 
 class DistributedConfig(Section):

@@ -12,7 +12,10 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from lorapipe.decoding.grounded import Source
 
 log = logging.getLogger(__name__)
 
@@ -27,12 +30,17 @@ class Generation:
     seconds: float  # the batch's wall time divided among its rows
 
 
-def copy_sources(cfg: Any, conversations: list[Messages]) -> list[str] | None:
+def copy_sources(cfg: Any, conversations: list[Messages]) -> list[Source] | None:
     """What each conversation's JSON values are copied from under ``inference.grounded``: its last user
-    message (the input); None when the config does not ask for grounded decoding."""
+    message (the input), with the value shapes ``task.output_schema`` gives; None when the config does
+    not ask for grounded decoding."""
     if not cfg.inference.grounded:
         return None
-    return [next((m["content"] for m in reversed(c) if m["role"] == "user"), "") for c in conversations]
+    from lorapipe.decoding.grounded import Source, field_shapes
+
+    shapes = field_shapes(cfg.task.output_schema)
+    return [Source(next((m["content"] for m in reversed(c) if m["role"] == "user"), ""), shapes)
+            for c in conversations]
 
 
 def render_prompts(tokenizer, conversations: list[Messages]) -> list[str]:
@@ -44,7 +52,7 @@ def generate(model, tokenizer, conversations: list[Messages], *, max_new_tokens:
              temperature: float = 0.0, top_p: float = 1.0, batch_size: int = 8, seed: int | None = 0,
              stop: list[str] | None = None, progress: Callable[[int], None] | None = None,
              adapter_names: list[str] | None = None, fast: bool = True, weights: str = "fp16",
-             copy_from: list[str] | None = None) -> list[Generation]:
+             copy_from: list[Source] | None = None) -> list[Generation]:
     """Generate one answer per conversation. ``temperature == 0`` is greedy decoding.
 
     ``fast`` and ``weights`` are ``inference.fast`` and ``inference.weights`` (see the config).

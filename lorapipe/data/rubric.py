@@ -112,7 +112,8 @@ class RuleChecker:
         if self.schema is not None:
             import jsonschema
 
-            self.validator = jsonschema.validators.validator_for(self.schema)(self.schema)
+            cls = jsonschema.validators.validator_for(self.schema)
+            self.validator = cls(self.schema, format_checker=cls.FORMAT_CHECKER)  # `format: email` is checked too
         try:
             self.regex = re.compile(self.rules.regex) if self.rules.regex else None
         except re.error as e:

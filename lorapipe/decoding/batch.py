@@ -22,9 +22,12 @@ import copy
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
+
+if TYPE_CHECKING:
+    from lorapipe.decoding.grounded import Source
 
 BASE_ADAPTER = "__base__"  # a row without an adapter (PEFT's name for it in a mixed batch)
 
@@ -40,7 +43,7 @@ class SamplingParams:
     stop: tuple[str, ...] = ()
     seed: int | None = None  # None: a random seed
     ignore_eos: bool = False  # keep going past end-of-sequence (benchmarks want fixed lengths)
-    copy_from: str | None = None  # grounded JSON: string values are pieces of this text (decoding.grounded)
+    copy_from: str | Source | None = None  # grounded JSON: string values are pieces of this text (decoding.grounded)
 
 
 @dataclass

@@ -15,13 +15,16 @@ from __future__ import annotations
 import logging
 from collections import deque
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from lorapipe.decoding.batch import BASE_ADAPTER as BASE
 from lorapipe.decoding.batch import Batch, PrefixKV, Row, SamplingParams, TextStream, common_prefix, prefill
 from lorapipe.decoding.llama import FastLlama, PeftRows, peft_table, runs, unsupported
+
+if TYPE_CHECKING:
+    from lorapipe.decoding.grounded import Source
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +61,7 @@ def _has_lora(model: Any) -> bool:
 
 def generate(model: Any, tokenizer: Any, prompts: list[list[int]], *, max_new_tokens: int, temperature: float,
              top_p: float, seed: int | None, stop: list[str] | None, batch_size: int, weights: str,
-             adapter_names: list[str] | None = None, copy_from: list[str] | None = None,
+             adapter_names: list[str] | None = None, copy_from: list[Source] | None = None,
              progress: Callable[[int], None] | None = None) -> list[tuple[str, int]]:
     """``(text, completion tokens)`` per prompt (token ids), in order. Check :func:`why_not` first.
 

@@ -7,11 +7,20 @@ value so that it is still a contiguous piece of the input's bytes; closing the s
 allowed, and after it only ``,`` or the end of its object or array. Everything else (keys, ``null``,
 numbers, layout, and text that is no JSON at all) is left to the model. The model's own choice
 stands when it is allowed; otherwise the best allowed token of its top ``TOP_K`` is taken (for a
-sampling row too), and failing that the best token that closes the string, object or array.
+sampling row too), failing that the best token that closes the string, object or array, and inside
+a shaped value that cannot close yet the best token of the whole vocabulary that goes on with it.
+
+A top-level property whose schema gives the value's whole shape (``format: email``, or a ``pattern``
+anchored with ``^`` and ``$``) is held to it as well: its value starts where a match of the shape
+starts in the input (the input's leftmost-longest matches, :class:`Source`), stays a prefix of one
+and closes only where it matches the shape whole; with no match in the input it cannot be a string
+(the model writes ``null`` or another value). That stops an address begun mid-word
+(``weissenboeck@…`` for ``j.weissenboeck@…``), a phone running on into the next word, and a time
+or a name written as the phone or the email.
 
 What it fixes: a value retyped from memory (``tomasz.w…`` for the ``tomek.w…`` the message shows),
 a made-up address, a reformatted phone. What it cannot fix: a value copied from the wrong place in
-the input, a value cut short, or ``null`` where the input has one.
+the input, a name cut short, or ``null`` where the input has one.
 
 Tokens are compared as bytes (byte-level BPE pieces can split a UTF-8 character); the table of each
 token's bytes is built once per tokenizer (:func:`token_bytes`).
@@ -20,12 +29,18 @@ token's bytes is built once per tokenizer (:func:`token_bytes`).
 from __future__ import annotations
 
 import math
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
 
 import torch
 
 TOP_K = 64  # candidates tried, best first, before the best string-closing token
+
+# ``format: email`` as grounded decoding copies it: no brackets, quotes or trailing dot around it
+EMAIL = r"[\w.%+'-]+@[\w-]+(?:\.[\w-]+)+"
 
 _ESCAPES = {ord('"'): b'"', ord("\\"): b"\\", ord("/"): b"/", ord("b"): b"\b", ord("f"): b"\f",
             ord("n"): b"\n", ord("r"): b"\r", ord("t"): b"\t"}
@@ -45,6 +60,31 @@ def _byte_decoder() -> dict[str, int]:
     return {chr(c): b for b, c in zip(bs, cs, strict=True)}
 
 
+def field_shapes(schema: Mapping[str, Any] | None) -> dict[str, re.Pattern[str]]:
+    """The top-level properties of a JSON ``schema`` whose string values have a whole-value shape: a
+    ``pattern`` anchored ``^...$`` (an unanchored one only says what a value contains), or ``format: email``."""
+    out: dict[str, re.Pattern[str]] = {}
+    for name, prop in ((schema or {}).get("properties") or {}).items():
+        if not isinstance(prop, Mapping):
+            continue
+        pattern = prop.get("pattern")
+        if isinstance(pattern, str) and pattern.startswith("^") and pattern.endswith("$") \
+                and not pattern.endswith("\\$"):
+            out[name] = re.compile(pattern[1:-1])
+        elif prop.get("format") == "email":
+            out[name] = re.compile(EMAIL)
+    return out
+
+
+@dataclass(frozen=True)
+class Source:
+    """What one answer's values are copied from: the input ``text``, and the ``shapes`` of some
+    top-level properties (:func:`field_shapes`)."""
+
+    text: str
+    shapes: Mapping[str, re.Pattern[str]] = field(default_factory=dict)
+
+
 class Vocabulary:
     """Each token id's bytes (special tokens: empty) and the ids of the one-character tokens that close a
     string, a value or a container (the last resort of :func:`choose`)."""
@@ -52,6 +92,16 @@ class Vocabulary:
     def __init__(self, table: list[bytes]):
         self.table = table
         self.closers = [i for i, b in enumerate(table) if b in (b'"', b",", b"}", b"]")]
+        self._by_first: dict[int, list[int]] | None = None
+
+    def starting_with(self, byte: int) -> list[int]:
+        """The ids of the tokens whose bytes start with ``byte``."""
+        if self._by_first is None:
+            self._by_first = {}
+            for i, b in enumerate(self.table):
+                if b:
+                    self._by_first.setdefault(b[0], []).append(i)
+        return self._by_first.get(byte, [])
 
 
 def vocabulary(tokenizer: Any) -> Vocabulary:
@@ -88,10 +138,17 @@ class JsonCopy:
     the input (only possible through :func:`choose`'s last resort) the answer is no longer constrained.
     """
 
-    __slots__ = ("source", "stack", "in_string", "is_value", "escape", "value", "last", "off", "closed_value")
+    __slots__ = ("source", "stack", "in_string", "is_value", "escape", "value", "last", "off", "closed_value",
+                 "shapes", "key", "shape")
 
-    def __init__(self, source: str):
-        self.source = source.encode("utf-8")
+    def __init__(self, source: str | Source):
+        src = source if isinstance(source, Source) else Source(source)
+        self.source = src.text.encode("utf-8")
+        # property -> (its shape, the input's matches of it as bytes)
+        self.shapes = {k.encode("utf-8"): (p, [m.group().encode("utf-8") for m in p.finditer(src.text) if m.group()])
+                       for k, p in src.shapes.items()}
+        self.key = b""  # the last key of the top-level object
+        self.shape: tuple[re.Pattern[str], list[bytes]] | None = None  # the shape of the value being written
         self.stack = ""  # open containers: "o" object, "a" array
         self.in_string = False
         self.is_value = False
@@ -121,6 +178,9 @@ class JsonCopy:
                     top = self.stack[-1:]
                     self.in_string, self.escape, self.value = True, None, b""
                     self.is_value = (top == "o" and self.last == 0x3A) or (top == "a" and self.last in (0x5B, 0x2C))
+                    self.shape = self.shapes.get(self.key) if self.is_value and self.stack == "o" else None
+                    if self.shape is not None and not self.shape[1]:  # nothing of that shape in the input
+                        return False
                 elif b in b"{[":
                     self.stack += "o" if b == 0x7B else "a"
                 elif b in b"}]":
@@ -133,6 +193,10 @@ class JsonCopy:
             elif b == 0x5C:  # backslash
                 self.escape = b""
             elif b == 0x22:
+                if self.shape is not None and not self._whole():
+                    return False
+                if not self.is_value and self.stack == "o":
+                    self.key = self.value
                 self.in_string, self.last, self.closed_value = False, b, self.is_value
             elif not self._extend(bytes([b])):
                 return False
@@ -156,10 +220,26 @@ class JsonCopy:
         return self._extend(char)
 
     def _extend(self, data: bytes) -> bool:
+        self.value += data
         if not self.is_value:
             return True
-        self.value += data
+        if self.shape is not None:
+            return any(m.startswith(self.value) for m in self.shape[1])
         return self.value in self.source
+
+    def _whole(self) -> bool:
+        assert self.shape is not None
+        try:
+            return self.shape[0].fullmatch(self.value.decode("utf-8")) is not None
+        except UnicodeDecodeError:
+            return False
+
+    def next_bytes(self) -> set[int]:
+        """The bytes that may come next inside a shaped value (empty elsewhere)."""
+        if self.off or not self.in_string or self.shape is None or self.escape is not None:
+            return set()
+        n = len(self.value)
+        return {m[n] for m in self.shape[1] if len(m) > n and m.startswith(self.value)}
 
     def allows(self, data: bytes) -> bool:
         return self.off or not data or self._copy().feed(data)
@@ -180,17 +260,19 @@ def choose(logits: torch.Tensor, state: JsonCopy, vocab: Vocabulary, first: int)
         if tok < len(table) and state.allows(table[tok]):
             return tok
     ok = [t for t in vocab.closers if state.allows(table[t])]
+    if not ok:  # a shaped value that is not whole yet: the best token that goes on with one of its matches
+        ok = [t for b in state.next_bytes() for t in vocab.starting_with(b) if state.allows(table[t])]
     return max(ok, key=lambda t: float(logits[t])) if ok else first
 
 
 class GroundedLogits:
     """The same rule as a transformers ``LogitsProcessor`` (``model.generate``'s path), for one batch.
 
-    ``sources[r]``: row ``r``'s input text (None: unconstrained); ``width``: the padded prompt length.
+    ``sources[r]``: row ``r``'s input (None: unconstrained); ``width``: the padded prompt length.
     Where the model's best token would take a value out of the input, only :func:`choose`'s token is
     left (so on this path a sampled value is written greedily)."""
 
-    def __init__(self, sources: list[str | None], vocab: Vocabulary, width: int):
+    def __init__(self, sources: list[str | Source | None], vocab: Vocabulary, width: int):
         self.states = [JsonCopy(s) if s is not None else None for s in sources]
         self.vocab, self.width = vocab, width
 

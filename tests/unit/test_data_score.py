@@ -81,6 +81,20 @@ def test_rule_checks(tmp_path, name, rules, output, compliant, rule_score, reaso
     assert rs.subscores == {"rules": rule_score} and rs.judge_error is None
 
 
+def test_schema_formats_and_patterns_are_checked(tmp_path):
+    from data_fakes import SCHEMA
+
+    schema = {**SCHEMA, "properties": {**SCHEMA["properties"], "email": {"type": ["string", "null"], "format": "email"},
+                                       "name": {"type": ["string", "null"], "pattern": "^[A-Z][a-z]+ [A-Z][a-z]+$"}}}
+    cfg = make_cfg(tmp_path)
+    cfg.task.output_schema = schema
+    good, bad = rubric.score_outputs(cfg, [(INPUT, GOOD), (INPUT, '{"name": "ann", "email": "ann.lee"}')])
+    assert good.compliant and good.reasons == []
+    assert not bad.compliant and bad.reasons == [
+        "schema: output_schema violated at `$.email`: 'ann.lee' is not a 'email'",
+        "schema: output_schema violated at `$.name`: 'ann' does not match '^[A-Z][a-z]+ [A-Z][a-z]+$'"]
+
+
 @pytest.mark.parametrize("rules, message", [
     ({"regex": "(unclosed"}, "score.rules.regex: not a valid regular expression: missing ), unterminated subpattern"),
     ({"custom": ["no_such_module_xyz:f"]}, "score.rules.custom[0]: cannot import module `no_such_module_xyz`"),

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from lorapipe.decoding.batch import Row, SamplingParams, TextStream, prefill
-from lorapipe.decoding.grounded import GroundedLogits, JsonCopy, vocabulary
+from lorapipe.decoding.grounded import GroundedLogits, JsonCopy, Source, field_shapes, vocabulary
 from lorapipe.testing import build_tokenizer
 
 SOURCE = "Thanks! Write to ann@x.io or call +1 555 0100. — Ann"
@@ -125,9 +125,46 @@ def test_generate_passes_the_inputs_when_the_config_asks(tmp_path):
     from lorapipe.config import load_config
     from lorapipe.generation import copy_sources
 
-    (tmp_path / "pipeline.yaml").write_text("task: {name: t, description: d, system_prompt: s}\n"
-                                            "data: {train_file: t.jsonl}\n")
+    (tmp_path / "pipeline.yaml").write_text(
+        "task: {name: t, description: d, system_prompt: s, output_schema: {type: object, properties: "
+        "{email: {type: [string, 'null'], format: email}, name: {type: [string, 'null'], pattern: A}}}}\n"
+        "data: {train_file: t.jsonl}\n")
     convs = [[{"role": "system", "content": "s"}, {"role": "user", "content": SOURCE}]]
     assert copy_sources(load_config(tmp_path / "pipeline.yaml"), convs) is None
     cfg = load_config(tmp_path / "pipeline.yaml", {"inference.grounded": True})
-    assert copy_sources(cfg, convs) == [SOURCE]
+    (got,) = copy_sources(cfg, convs)
+    assert got.text == SOURCE and list(got.shapes) == ["email"]  # `pattern: A` is not anchored: no shape
+
+
+PHONE = r"^(?=(?:\D*\d){7})\+?\d[\d -]*\d$"  # 7 digits at least
+SHAPED = Source("Hi Lena! j.weiss@wb.de, call 0176 2398 4410 oppure mail. Room 14. LG Moritz",
+                field_shapes({"properties": {"email": {"format": "email"}, "phone": {"pattern": PHONE},
+                                             "name": {"type": "string"}, "note": {"pattern": "^x"}}}))
+
+
+def test_field_shapes_take_anchored_patterns_and_email():
+    shapes = field_shapes({"properties": {"a": {"pattern": "^[0-9]+$"}, "b": {"pattern": "[0-9]+"},
+                                          "c": {"format": "email"}, "d": {"pattern": "^x\\$"}, "e": True}})
+    assert sorted(shapes) == ["a", "c"] and shapes["a"].pattern == "[0-9]+"
+    assert field_shapes(None) == {}
+
+
+@pytest.mark.parametrize("text,ok", [
+    ('{"email": "j.weiss@wb.de", "phone": "0176 2398 4410", "name": "Moritz"}', True),
+    ('{"email": "weiss@wb.de"}', False),             # begun mid-address: not where a match starts
+    ('{"email": "j.weiss@wb"}', False),              # closed before the address is whole
+    ('{"phone": "0176 2398 4410 oppure"}', False),   # ran on into the next word
+    ('{"phone": "0176 2398"}', True),                # a prefix of a match that is itself whole
+    ('{"phone": "14"}', False),                      # a number, but no match starts there
+    ('{"name": "Lena", "note": "Room"}', True),      # unshaped properties are only copied
+    ('{"email": "Lena"}', False),
+    ('{"contact": {"email": "Lena"}}', True),        # nested objects keep the plain rule
+])
+def test_shaped_values_are_whole_matches_of_their_shape(text, ok):
+    assert _feed(JsonCopy(SHAPED), text) is ok
+
+
+def test_a_shape_with_no_match_in_the_input_cannot_be_a_string():
+    state = JsonCopy(Source("see you at 10:30, room 4", SHAPED.shapes))
+    assert not state.allows(b'{"phone": "')
+    assert state.allows(b'{"phone": null, "name": "room 4"}')
