@@ -14,10 +14,18 @@ headers only then); text deltas; and a final ``finish_reason``. Besides ``stop``
 a row can finish ``cancelled`` (its client went away, queued or mid-batch) or ``queue_timeout`` (no
 place freed within ``queue_timeout_s``): every row's sink hears its end exactly once, so nothing it
 holds (a lease, an in-flight slot) leaks.
+
+Threads and OpenMP: torch's CPU kernels run on an OpenMP thread pool, one pool per thread that ever
+ran a parallel region. The thread that loaded the model holds one; the scheduler thread starts a
+second; with more pool threads than cores, libgomp stops spinning between regions and sleeps in the
+kernel, and a batch-1 decode step on 2 cores ran at half speed (24 tok/s instead of 48 for
+SmolLM2-135M, ``bench/decode.py``). :meth:`Scheduler.start` therefore frees the pool of the thread
+that starts it (``omp_pause_resource_all``), which leaves the scheduler's pool the only one.
 """
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import threading
 import time
@@ -31,6 +39,22 @@ from lorapipe.errors import ServeError
 from lorapipe.serve.prefix import PrefixCache
 
 log = logging.getLogger(__name__)
+
+
+def free_openmp_pool() -> bool:
+    """Free the calling thread's OpenMP thread pool (see the module docstring); False where torch does not
+    run on OpenMP or the runtime has no ``omp_pause_resource_all``. The pool comes back on the thread's next
+    parallel region."""
+    import torch
+
+    if "parallel backend: OpenMP" not in torch.__config__.parallel_info():
+        return False
+    try:
+        pause = ctypes.CDLL(None).omp_pause_resource_all  # the runtime torch loaded (libgomp, libomp)
+    except (AttributeError, OSError):
+        return False
+    pause.argtypes, pause.restype = [ctypes.c_int], ctypes.c_int
+    return pause(1) == 0  # omp_pause_soft
 
 
 class EngineClosed(ServeError):
@@ -56,6 +80,7 @@ class Scheduler:
     def start(self) -> None:
         with self._cv:
             if self._thread is None:
+                free_openmp_pool()  # the scheduler thread's pool will be the one that decodes
                 self._stopping = False
                 self._thread = threading.Thread(target=self._run, name="lorapipe-scheduler", daemon=True)
                 self._thread.start()
