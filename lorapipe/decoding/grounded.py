@@ -192,6 +192,8 @@ class JsonCopy:
                     return False
             elif b == 0x5C:  # backslash
                 self.escape = b""
+                if not self._may_escape():
+                    return False
             elif b == 0x22:
                 if self.shape is not None and not self._whole():
                     return False
@@ -206,7 +208,7 @@ class JsonCopy:
         assert self.escape is not None
         self.escape += bytes([b])
         if self.escape == b"u" or (self.escape[:1] == b"u" and len(self.escape) < 5):
-            return True
+            return self._may_escape()
         seq, self.escape = self.escape, None
         if seq[:1] == b"u":
             try:
@@ -226,6 +228,31 @@ class JsonCopy:
         if self.shape is not None:
             return any(m.startswith(self.value) for m in self.shape[1])
         return self.value in self.source
+
+    def _may_escape(self) -> bool:
+        """Whether the escape begun so far (``\\``, ``\\u00``...) can still spell a character that may come
+        next in the value: a partial escape is otherwise a way out of the input (``\\u0077\\u0077``...)."""
+        if not self.is_value:
+            return True
+        partial = "\\" + self.escape.decode("ascii", "replace").lower()
+        for char in self._next_chars():
+            spellings = [f"\\u{ord(char):04x}"] if ord(char) < 0x10000 else []
+            spellings += [f"\\{chr(k)}" for k, v in _ESCAPES.items() if v == char.encode("utf-8")]
+            if any(sp.startswith(partial) for sp in spellings):
+                return True
+        return False
+
+    def _next_chars(self) -> set[str]:
+        """The characters that may follow the value: after it in its shape's matches, else in the input."""
+        if self.shape is not None:
+            tails = [m[len(self.value):] for m in self.shape[1] if m.startswith(self.value)]
+        else:
+            tails, at = [], self.source.find(self.value)
+            while at >= 0:
+                tails.append(self.source[at + len(self.value):at + len(self.value) + 4])
+                at = self.source.find(self.value, at + 1)
+        return {t[:n].decode("utf-8") for t in tails for n in range(1, min(4, len(t)) + 1)
+                if _whole_char(t[:n])}
 
     def _whole(self) -> bool:
         assert self.shape is not None
@@ -248,6 +275,13 @@ class JsonCopy:
         """Take the chosen token; a token that broke the rule (last resort) ends the constraint."""
         if not self.feed(data):
             self.off = True
+
+
+def _whole_char(data: bytes) -> bool:
+    try:
+        return len(data.decode("utf-8")) == 1
+    except UnicodeDecodeError:
+        return False
 
 
 def choose(logits: torch.Tensor, state: JsonCopy, vocab: Vocabulary, first: int) -> int:

@@ -45,6 +45,17 @@ def test_values_must_be_pieces_of_the_input(text, ok):
     assert _feed(JsonCopy(SOURCE), text) is ok
 
 
+@pytest.mark.parametrize("source,text,ok", [
+    ("Ann x", '{"name": "Ann\\u0077', False),      # a partial escape no next character spells: a way out
+    ("Ann x", '{"name": "Ann\\u00', True),         # may still become \u0020, the space that follows
+    ("Ann", '{"name": "Ann\\', False),              # nothing follows "Ann"
+    ('Ann"x', '{"name": "Ann\\"x"}', True),
+    ("Zo\u00eb", '{"name": "Zo\\u00EB"}', True),    # hex digits in either case
+])
+def test_an_escape_must_spell_a_character_the_input_has_next(source, text, ok):
+    assert _feed(JsonCopy(source), text) is ok
+
+
 def test_a_value_may_be_cut_in_the_middle_of_a_utf8_character():
     state = JsonCopy("Zoë")
     assert state.feed(b'{"name": "Zo\xc3') and state.feed(b'\xab"}')
