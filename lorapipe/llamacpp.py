@@ -277,8 +277,9 @@ def open_llama(model_path: str | Path, **kwargs: Any) -> Any:
     import llama_cpp
     import llama_cpp.llama_cpp as lib
 
-    amx = getattr(__import__("torch").cpu, "_is_amx_tile_supported", None)
-    if not (amx is not None and amx()):
+    from lorapipe.models import cpu_has_amx
+
+    if not cpu_has_amx():
         return llama_cpp.Llama(model_path=str(model_path), **kwargs)
     default = lib.llama_model_default_params
 

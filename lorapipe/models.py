@@ -228,6 +228,14 @@ def load(spec: str, dtype: Any = None, device: str | None = None):
     return load_model(info, dtype, device), load_tokenizer(info), info
 
 
+def cpu_has_amx() -> bool:
+    """Whether this CPU has Intel AMX tiles (bf16 matrix units) that torch's oneDNN kernels use."""
+    import torch
+
+    amx = getattr(torch.cpu, "_is_amx_tile_supported", None)
+    return bool(amx is not None and amx() and torch.backends.mkldnn.is_available())
+
+
 def linear_module_names(model) -> set[str]:
     """Leaf names of the model's Linear layers (what ``target_modules`` can name), minus the head."""
     import torch

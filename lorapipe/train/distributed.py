@@ -127,8 +127,9 @@ def bf16_supported(cuda: bool | None = None) -> bool:
         cuda = torch.cuda.is_available()
     if cuda:
         return bool(torch.cuda.is_bf16_supported())
-    amx = getattr(torch.cpu, "_is_amx_tile_supported", None)
-    return bool(amx is not None and amx() and torch.backends.mkldnn.is_available())
+    from lorapipe.models import cpu_has_amx
+
+    return cpu_has_amx()
 
 
 def _mixed_precision(cfg: PipelineConfig, cuda: bool) -> str:
