@@ -113,16 +113,26 @@ def generate(model: Any, tokenizer: Any, prompts: list[list[int]], *, max_new_to
     batch: Batch | None = None
     with torch.inference_mode():
         shared = _shared_prefix(forward, rows)
+        # rows join in groups of a quarter batch: each merge (and each drop of a finished row) copies
+        # the running batch's whole KV cache, so one join per free place cost a third of the A/B
+        group = max(1, batch_size // 4)
         while pending or (batch is not None and len(batch)):
-            room = batch_size - (len(batch) if batch is not None else 0)
-            if pending and room > 0:
+            running = len(batch) if batch is not None else 0
+            room = batch_size - running
+            if pending and (room >= min(group, len(pending)) or running == 0):
                 # one prompt per prefill: prompts padded to a common length cost up to 2x the
                 # compute on the demo's eval rows, and prefill is most of the A/B's work
-                fresh = prefill(forward, [pending.popleft()], stream, pad_id, shared)
+                joining: Batch | None = None
+                for _ in range(min(room, len(pending))):
+                    fresh = prefill(forward, [pending.popleft()], stream, pad_id, shared)
+                    if joining is None or not len(joining):
+                        joining = fresh
+                    elif len(fresh):
+                        joining.merge(fresh)
                 if batch is None or not len(batch):
-                    batch = fresh
-                elif len(fresh):
-                    batch.merge(fresh)
+                    batch = joining
+                elif joining is not None and len(joining):
+                    batch.merge(joining)
             else:
                 assert batch is not None
                 batch.step(forward, stream)
