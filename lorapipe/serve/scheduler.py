@@ -20,7 +20,10 @@ ran a parallel region. The thread that loaded the model holds one; the scheduler
 second; with more pool threads than cores, libgomp stops spinning between regions and sleeps in the
 kernel, and a batch-1 decode step on 2 cores ran at half speed (24 tok/s instead of 48 for
 SmolLM2-135M, ``bench/decode.py``). :meth:`Scheduler.start` therefore frees the pool of the thread
-that starts it (``omp_pause_resource_all``), which leaves the scheduler's pool the only one.
+that starts it (``omp_pause_resource_all``), which leaves the scheduler's pool the only one, and the
+scheduler frees its own pool each time it falls idle: a second engine in the process (a benchmark's
+merged arm, a test's second server) then decodes at full speed, and so does a training job next to an
+idle server (with an idle engine's pool held, ``bench/serve_mixed.py``'s engines ran at 0.65-0.75x).
 """
 
 from __future__ import annotations
@@ -193,8 +196,11 @@ class Scheduler:
     def _run(self) -> None:
         batch: Batch | None = None
         mergeable = True
+        pool_held = True  # this thread's OpenMP pool may hold threads (see the module docstring)
         while True:
-            self._run_commands()
+            if self._commands:
+                self._run_commands()
+                pool_held = True
             with self._cv:
                 busy = batch is not None and len(batch) > 0
                 self._placed = len(batch) if busy else 0
@@ -202,8 +208,12 @@ class Scheduler:
                     if not self._pending:
                         if self._stopping and not self._commands:
                             return
+                        if pool_held:  # idle: give the cores' OpenMP threads back until work comes
+                            free_openmp_pool()
+                            pool_held = False
                         self._cv.wait(0.05)
                         continue
+                    pool_held = True
                     deadline = time.monotonic() + self.batch_window_s
                     while len(self._pending) < self.max_batch_size and not self._stopping:
                         left = deadline - time.monotonic()
