@@ -31,6 +31,7 @@ from lorapipe.decoding.kv import KVCache, KVLayer
 WEIGHTS = ("fp16", "fp32")
 PROJ = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 _PREFILL_ROWS = 32  # from this many tokens per pass the fp32 GEMM is as fast, and exact
+_GROUPED_RUNS = 3  # from this many adapter runs in a pass, stacked adapters take batched matmuls (see _Grouped)
 
 
 class LoraRows(Protocol):
@@ -40,6 +41,61 @@ class LoraRows(Protocol):
 
     def views(self, module: torch.nn.Module, layer: int, proj: str) -> Any:
         """``views[key] -> (A^T [in, r], (B * scaling)^T [r, out])`` for ``module``, or None if not adapted."""
+
+
+class StackedRows(LoraRows, Protocol):
+    """LoRA rows whose adapters sit in slots of per-layer stacks (the server's): keys are slot numbers."""
+
+    def stacks(self, module: torch.nn.Module, layer: int, proj: str) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """``(A [slots, r, in], B * scaling [slots, out, r])`` for ``module``, or None if not adapted."""
+
+
+@dataclass
+class _Grouped:
+    """A pass's rows gathered per adapter slot, so each projection takes two batched matmuls for all adapters.
+
+    Slots ``lo..hi-1`` each get ``width`` token rows (a slot with fewer, or none, is padded with a zero
+    row, whose delta is zero): ``x[src]`` viewed ``[hi-lo, width, in]``, then ``bmm`` with the slots' A^T
+    and (B*s)^T, and the result added back at ``dst``. ``src`` is None when the rows already are in that
+    order (every row adapted, equal runs): then ``x`` and the output are only viewed."""
+
+    lo: int
+    hi: int
+    width: int
+    src: torch.Tensor | None
+    dst: torch.Tensor | None
+
+    @classmethod
+    def of(cls, segments: Sequence[tuple[Any, int, int]], tokens: int, rows: int) -> _Grouped:
+        per: dict[int, list[int]] = {}
+        for slot, start, end in segments:
+            per.setdefault(slot, []).extend(range(start * tokens, end * tokens))
+        lo, hi = min(per), max(per) + 1
+        width = max(len(r) for r in per.values())
+        pad = rows * tokens  # the index of the zero row appended to x
+        src = [pad] * ((hi - lo) * width)
+        for slot, found in per.items():
+            src[(slot - lo) * width:(slot - lo) * width + len(found)] = found
+        if src == list(range(pad)):
+            return cls(lo, hi, width, None, None)
+        index = torch.tensor(src)
+        return cls(lo, hi, width, index, index.masked_fill(index == pad, 0))
+
+    def add(self, x: torch.Tensor, outs: list[tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]]) -> None:
+        n = self.hi - self.lo
+        if self.src is None:
+            xs = x.view(n, self.width, -1)
+        else:
+            xs = torch.cat([x, x.new_zeros((1, x.shape[1]))]).index_select(0, self.src).view(n, self.width, -1)
+        for out, (a, b) in outs:
+            low = torch.bmm(xs, a[self.lo:self.hi].transpose(1, 2))  # [slots, width, r]
+            b_t = b[self.lo:self.hi].transpose(1, 2)
+            if self.dst is None and out.is_contiguous():
+                out.view(n, self.width, -1).baddbmm_(low, b_t)
+            elif self.dst is None:  # a column slice of q/k/v or gate/up: in-place baddbmm would copy it
+                out.view(n, self.width, -1).add_(torch.bmm(low, b_t))
+            else:
+                out.index_add_(0, self.dst, torch.bmm(low, b_t).view(n * self.width, -1))
 
 
 @dataclass
@@ -154,13 +210,16 @@ class FastLlama:
             cache = KVCache([KVLayer(x.new_empty((b, hkv, 0, d)), x.new_empty((b, hkv, 0, d)))
                              for _ in self.blocks])
         segments = list(lora.segments) if lora is not None else []
+        grouped = None
+        if len(segments) >= _GROUPED_RUNS and hasattr(lora, "stacks"):
+            grouped = _Grouped.of(segments, s, b)
         for i, (block, lin) in enumerate(zip(self.blocks, self.linears, strict=True)):
             att, mlp = block.self_attn, block.mlp
             h = _norm(x, block.input_layernorm)
             q, k, v = lin["qkv"](h)
             if segments:
                 _add_lora(h, (q, k, v), (att.q_proj, att.k_proj, att.v_proj), ("q_proj", "k_proj", "v_proj"),
-                          i, lora, segments, s)
+                          i, lora, segments, s, grouped)
             qk = torch.cat([q, k], dim=1).view(b, s, hq + hkv, d)
             qk = qk * cos + _rotate_half(qk) * sin
             q = qk[:, :, :hq].transpose(1, 2)
@@ -174,16 +233,17 @@ class FastLlama:
                 o = o.transpose(1, 2).reshape(b * s, hq * d)
             (a,) = lin["o"](o)
             if segments:
-                _add_lora(o, (a,), (att.o_proj,), ("o_proj",), i, lora, segments, s)
+                _add_lora(o, (a,), (att.o_proj,), ("o_proj",), i, lora, segments, s, grouped)
             x = x + a
             h = _norm(x, block.post_attention_layernorm)
             g, u = lin["gate_up"](h)
             if segments:
-                _add_lora(h, (g, u), (mlp.gate_proj, mlp.up_proj), ("gate_proj", "up_proj"), i, lora, segments, s)
+                _add_lora(h, (g, u), (mlp.gate_proj, mlp.up_proj), ("gate_proj", "up_proj"),
+                          i, lora, segments, s, grouped)
             m = F.silu(g) * u
             (dn,) = lin["down"](m)
             if segments:
-                _add_lora(m, (dn,), (mlp.down_proj,), ("down_proj",), i, lora, segments, s)
+                _add_lora(m, (dn,), (mlp.down_proj,), ("down_proj",), i, lora, segments, s, grouped)
             x = x + dn
         last = _norm(x.view(b, s, -1)[:, -1], self.norm)
         (logits,) = self.head(last)
@@ -201,10 +261,18 @@ def _rotate_half(x: torch.Tensor) -> torch.Tensor:
 
 
 def _add_lora(x: torch.Tensor, outs: tuple[torch.Tensor, ...], modules: tuple[Any, ...], names: tuple[str, ...],
-              layer: int, lora: Any, segments: list[tuple[Any, int, int]], tokens: int) -> None:
+              layer: int, lora: Any, segments: list[tuple[Any, int, int]], tokens: int,
+              grouped: _Grouped | None = None) -> None:
     """out[rows of a] += (x[rows of a] @ A^T) @ (B * scaling)^T for each adapter run, in place.
 
-    The projections in ``outs`` share the input ``x`` (q/k/v, gate/up): each run's rows are cut once."""
+    The projections in ``outs`` share the input ``x`` (q/k/v, gate/up): each run's rows are cut once.
+    With ``grouped`` (many runs, stacked adapters) every run is served by the same two batched matmuls."""
+    if grouped is not None:
+        stacked = [(out, pair) for out, module, name in zip(outs, modules, names, strict=True)
+                   if (pair := lora.stacks(module, layer, name)) is not None]
+        if stacked:
+            grouped.add(x, stacked)
+        return
     tables = [(out, views) for out, module, name in zip(outs, modules, names, strict=True)
               if (views := lora.views(module, layer, name)) is not None]
     if not tables:

@@ -176,6 +176,12 @@ class StackedLoRA:
         :class:`lorapipe.decoding.llama.LoraRows`, with :attr:`segments`)."""
         return getattr(module, "_lp_views", None)
 
+    def stacks(self, module: Any, layer: int, proj: str) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """``(A [slots, r, in], B * scaling [slots, out, r])`` of ``module``, or None if no adapter touches it
+        (:class:`lorapipe.decoding.llama.StackedRows`: many runs in a pass take batched matmuls)."""
+        a = getattr(module, "_lp_A", None)
+        return None if a is None else (a, module._lp_B)
+
     # ------------------------------------------------------------------ storage
     def _track(self, mod: Any) -> None:
         weight = mod.base_layer.weight

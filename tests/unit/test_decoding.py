@@ -103,6 +103,53 @@ def test_serve_engine_answers_equal_peft(tiny, weights):
         assert sum(agree) >= 0.75 * len(agree)
 
 
+class _Slots:
+    """Adapters in slots of per-layer stacks, as the server keeps them (slot 0: the base)."""
+
+    def __init__(self, model, slots=4, r=3, seed=0):
+        g = torch.Generator().manual_seed(seed)
+        self.segments = []
+        self.a, self.b = {}, {}
+        for module in model.modules():
+            if isinstance(module, torch.nn.Linear) and module.out_features != model.config.vocab_size:
+                a = torch.randn(slots, r, module.in_features, generator=g) * 0.2
+                b = torch.randn(slots, module.out_features, r, generator=g) * 0.2
+                a[0], b[0] = 0, 0
+                self.a[module], self.b[module] = a, b
+
+    def views(self, module, layer, proj):
+        a, b = self.a[module], self.b[module]
+        return [(a[s].t(), b[s].t()) for s in range(a.shape[0])]
+
+
+class _StackedSlots(_Slots):
+    def stacks(self, module, layer, proj):
+        return self.a[module], self.b[module]
+
+
+@pytest.mark.parametrize("segments", [
+    [(1, 0, 2), (2, 2, 4), (3, 4, 6)],  # every row adapted, equal runs: the rows are only viewed
+    [(2, 0, 1), (1, 1, 3), (3, 4, 5), (2, 5, 6)],  # a base row, unequal runs, a slot in two runs
+])
+def test_many_adapter_runs_take_batched_matmuls_with_the_same_result(tiny, segments):
+    _, _, model, tok = tiny
+    ids = torch.tensor([tok.apply_chat_template(c, add_generation_prompt=True, tokenize=True)["input_ids"][:9]
+                        for c in CONVS[:6]])
+    mask, pos = torch.ones_like(ids), torch.arange(ids.shape[1])[None].expand(6, -1)
+    fast = FastLlama(model, "fp32")
+    out = {}
+    for kind in (_Slots, _StackedSlots):
+        lora = kind(model)
+        lora.segments = segments
+        prefill, cache = fast(ids[:, :-1], mask[:, :-1], pos[:, :-1], None, lora)
+        step, _ = fast(ids[:, -1:], mask, pos[:, -1:], cache, lora)
+        out[kind] = (prefill, step)
+    plain = fast(ids, mask, pos, None)[0]
+    for got, ref in zip(out[_StackedSlots], out[_Slots], strict=True):
+        assert torch.allclose(got, ref, atol=1e-4)
+    assert not torch.allclose(out[_Slots][1], plain, atol=1e-2)  # the adapters do change the logits
+
+
 def test_fp16_logits_stay_close_to_fp32(tiny):
     _, _, model, tok = tiny
     ids = torch.tensor([tok.apply_chat_template(CONVS[3], add_generation_prompt=True, tokenize=True)["input_ids"]])
