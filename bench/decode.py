@@ -13,8 +13,8 @@ The same chat prompts, greedy, fixed lengths (end-of-sequence ignored), measured
 
 Each arm prints tokens/s (wall and per CPU-second: other jobs on a shared machine move the first
 more than the second) and the time to first token (a 1-token request). Then the greedy agreement
-of the fp16 weights with the fp32 reference: answers (stopping at end-of-sequence) on the bench
-prompts, or on ``--eval`` rows with ``--adapter`` (the demo's eval split and adapter). Ratios last.
+of the fp16 and int8 weights with the fp32 reference: answers (stopping at end-of-sequence) on the
+bench prompts, or on ``--eval`` rows with ``--adapter`` (the demo's eval split and adapter). Ratios last.
 """
 
 from __future__ import annotations
@@ -125,14 +125,17 @@ def llama_cpp(gguf: Path, prompts: list[list[int]], n: int, threads: int) -> tup
     return batch1(one, prompts, n)
 
 
-def agreement(model, tok, convs: list[list[dict[str, str]]], max_tokens: int, batch: int) -> tuple[int, int, float]:
-    """(identical answers, rows, fp32 answer/fp16 answer token agreement) of greedy fp16 vs fp32."""
+def agreement(model, tok, convs: list[list[dict[str, str]]], max_tokens: int, batch: int,
+              modes: tuple[str, ...] = ("fp16", "int8")) -> dict[str, tuple[int, int]]:
+    """Per weight mode, (answers identical to the fp32 reference, rows), greedy."""
     from lorapipe.generation import generate
 
     ref = generate(model, tok, convs, max_new_tokens=max_tokens, batch_size=batch, weights="fp32")
-    got = generate(model, tok, convs, max_new_tokens=max_tokens, batch_size=batch, weights="fp16")
-    same = sum(a.text == b.text for a, b in zip(ref, got, strict=True))
-    return same, len(convs), same / max(1, len(convs))
+    out = {}
+    for mode in modes:
+        got = generate(model, tok, convs, max_new_tokens=max_tokens, batch_size=batch, weights=mode)
+        out[mode] = (sum(a.text == b.text for a, b in zip(ref, got, strict=True)), len(convs))
+    return out
 
 
 def main() -> None:
@@ -170,7 +173,7 @@ def main() -> None:
             build_tiny_adapter(resolve(args.model).path, Path(tmp) / name, r=16, seed=i, b_std=0.02,
                                target_modules=ALL)
         engines = {}
-        for weights in ("fp32", "fp16"):
+        for weights in ("fp32", "fp16", "int8"):
             t0 = time.perf_counter()
             engines[weights] = Engine(model, tok, base_name="base", base_identity=info.identity(),
                                       source=DirectoryAdapterSource(Path(tmp)), max_batch_size=args.batch,
@@ -207,12 +210,15 @@ def main() -> None:
         evals = [json.loads(line) for line in args.eval.read_text().splitlines() if line.strip()]
         econvs = [[m for m in r["messages"] if m["role"] != "assistant"] for r in evals]
         amodel = PeftModel.from_pretrained(model, args.adapter).eval() if args.adapter else model
-        same, total, frac = agreement(amodel, tok, econvs, 96, 8)
+        agree = agreement(amodel, tok, econvs, 96, 8)
         where = f"{args.eval} ({'adapter ' + str(args.adapter) if args.adapter else 'base'})"
     else:
-        same, total, frac = agreement(model, tok, convs, n, 8)
+        agree = agreement(model, tok, convs, n, 8)
         where = "the bench prompts (base)"
-    print(f"\ngreedy agreement fp16 vs fp32 on {where}: {same}/{total} answers identical ({frac:.1%})")
+    print()
+    for mode, (same, total) in agree.items():
+        print(f"greedy agreement {mode} vs fp32 on {where}: {same}/{total} answers identical "
+              f"({same / max(1, total):.1%})")
 
     f16b1, f32b1 = results["fp16", "b1"], results["fp32", "b1"]
     print("\nratios (same run):")
@@ -223,9 +229,12 @@ def main() -> None:
     base16, mixed16 = results["fp16", "base"], results["fp16", "8 adapters"]
     print(f"builtin fp16 b{args.batch} 8 adapters / base          = {mixed16[0] / base16[0]:5.2f}x wall, "
           f"{mixed16[1] / base16[1]:5.2f}x per CPU-second")
+    i8b1 = results["int8", "b1"]
+    print(f"builtin int8 b1 / builtin fp16 b1         = {i8b1[0] / f16b1[0]:5.2f}x")
     if lc:
-        print(f"builtin fp16 b1 / llama.cpp b1            = {f16b1[0] / lc[0]:5.2f}x wall, "
-              f"{f16b1[1] / lc[1]:5.2f}x per CPU-second")
+        for mode, b1 in (("fp16", f16b1), ("int8", i8b1)):
+            print(f"builtin {mode} b1 / llama.cpp b1            = {b1[0] / lc[0]:5.2f}x wall, "
+                  f"{b1[1] / lc[1]:5.2f}x per CPU-second")
     print(f"targets: builtin b1 >= 32 tok/s (now {f16b1[0]:.1f}), b{args.batch} base >= 150 tok/s "
           f"(now {base16[0]:.1f})")
 

@@ -5,8 +5,9 @@ transformers' forward is general (any cache, any attention kernel, hooks, output
 own tensors and rotary embedding, with:
 
 * the frozen base linears in half the bytes (``weights="fp16"``: fbgemm's fp16-weight GEMM, fp32
-  activations and accumulation), q/k/v and gate/up fused into one matmul each; prefill (many tokens
-  at once, compute-bound) always runs the original fp32 weights;
+  activations and accumulation) or a quarter (``weights="int8"``: fbgemm's int8 GEMM, weights
+  quantized per output channel, activations per pass, fp32 out), q/k/v and gate/up fused into one
+  matmul each; prefill (many tokens at once, compute-bound) always runs the original fp32 weights;
 * the KV cache of :mod:`lorapipe.decoding.kv` (a decode step writes its column in place);
 * LoRA deltas in fp32 on the side, exactly as PEFT computes them: ``x @ A^T @ (B * scaling)^T``
   per run of rows sharing an adapter (:class:`LoraRows`), so many adapters share one batch.
@@ -28,7 +29,7 @@ import torch.nn.functional as F
 
 from lorapipe.decoding.kv import KVCache, KVLayer
 
-WEIGHTS = ("fp16", "fp32")
+WEIGHTS = ("fp16", "fp32", "int8")
 PROJ = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 _PREFILL_ROWS = 32  # from this many tokens per pass the fp32 GEMM is as fast, and exact
 _GROUPED_RUNS = 3  # from this many adapter runs in a pass, stacked adapters take batched matmuls (see _Grouped)
@@ -130,21 +131,34 @@ def base_weight(module: torch.nn.Module) -> torch.Tensor:
     return getattr(module, "base_layer", module).weight
 
 
-def _pack(weights: list[torch.Tensor]) -> Any:
-    return torch.ops.quantized.linear_prepack_fp16(torch.cat(weights).contiguous(), None)
+def _pack(weights: list[torch.Tensor], mode: str) -> Any:
+    w = torch.cat(weights).contiguous()
+    if mode == "fp16":
+        return torch.ops.quantized.linear_prepack_fp16(w, None)
+    import warnings
+
+    scales = (w.abs().amax(dim=1) / 127).clamp_min(1e-12).double()
+    with warnings.catch_warnings():  # quantized tensors are deprecated as a user API; fbgemm's kernels are not
+        warnings.simplefilter("ignore", UserWarning)
+        q = torch.quantize_per_channel(w, scales, torch.zeros(w.shape[0], dtype=torch.long), 0, torch.qint8)
+    return torch.ops.quantized.linear_prepack(q, None)
 
 
 class _Linear:
     """Some linears of one input, fused: returns their outputs as views of one ``[tokens, sum(out)]``."""
 
-    def __init__(self, weights: list[torch.Tensor], half: bool):
+    def __init__(self, weights: list[torch.Tensor], mode: str):
         self.weights = weights  # the model's own fp32 tensors (no copy)
         self.splits = [w.shape[0] for w in weights]
-        self.packed = _pack(weights) if half else None
+        self.mode = mode
+        self.packed = _pack(weights, mode) if mode != "fp32" else None
 
     def __call__(self, x: torch.Tensor) -> list[torch.Tensor]:
         if self.packed is not None and x.shape[0] < _PREFILL_ROWS:
-            out = torch.ops.quantized.linear_dynamic_fp16(x, self.packed)
+            if self.mode == "fp16":
+                out = torch.ops.quantized.linear_dynamic_fp16(x, self.packed)
+            else:  # activations take 7 bits (reduce_range), as PyTorch's dynamic quantization does on x86
+                out = torch.ops.quantized.linear_dynamic(x, self.packed, True)
             return list(out.split(self.splits, dim=1)) if len(self.splits) > 1 else [out]
         return [F.linear(x, w) for w in self.weights]
 
@@ -159,7 +173,6 @@ class FastLlama:
         if reason:
             raise ValueError(reason)
         self.model, self.weights = model, weights
-        half = weights == "fp16"
         cfg, inner = model.config, model.model
         self.hq, self.hkv = cfg.num_attention_heads, cfg.num_key_value_heads
         self.head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // self.hq
@@ -167,15 +180,15 @@ class FastLlama:
         self.embed = inner.embed_tokens.weight
         self.norm = inner.norm
         self.rotary = inner.rotary_emb
-        self.head = _Linear([base_weight(model.lm_head)], half)
+        self.head = _Linear([base_weight(model.lm_head)], weights)
         self.linears = []
         for block in self.blocks:
             att, mlp = block.self_attn, block.mlp
             self.linears.append({
-                "qkv": _Linear([base_weight(att.q_proj), base_weight(att.k_proj), base_weight(att.v_proj)], half),
-                "o": _Linear([base_weight(att.o_proj)], half),
-                "gate_up": _Linear([base_weight(mlp.gate_proj), base_weight(mlp.up_proj)], half),
-                "down": _Linear([base_weight(mlp.down_proj)], half),
+                "qkv": _Linear([base_weight(att.q_proj), base_weight(att.k_proj), base_weight(att.v_proj)], weights),
+                "o": _Linear([base_weight(att.o_proj)], weights),
+                "gate_up": _Linear([base_weight(mlp.gate_proj), base_weight(mlp.up_proj)], weights),
+                "down": _Linear([base_weight(mlp.down_proj)], weights),
             })
         self.stamp = self.current_stamp()
 

@@ -173,6 +173,24 @@ def test_fp16_logits_stay_close_to_fp32(tiny):
     assert torch.equal(kv16, FastLlama(model, "fp32")(long, lmask, lpos, None)[1].layers[-1].values)
 
 
+def test_int8_weights_decode_close_to_fp32_and_answer_through_the_engine(tiny):
+    """int8 (opt-in): per-channel weights, activations quantized per step; prefill stays fp32."""
+    _, _, model, tok = tiny
+    ids = torch.tensor([tok.apply_chat_template(CONVS[3], add_generation_prompt=True, tokenize=True)["input_ids"]])
+    mask, pos = torch.ones_like(ids), torch.arange(ids.shape[1])[None]
+    step = {}
+    for weights in ("fp32", "int8"):
+        fast = FastLlama(model, weights)
+        _, cache = fast(ids[:, :-1], mask[:, :-1], pos[:, :-1], None)
+        step[weights] = fast(ids[:, -1:], mask, pos[:, -1:], cache)[0][0]
+    scale = step["fp32"].abs().max()
+    err = (step["int8"] - step["fp32"]).abs().max()
+    assert 0 < err < 0.1 * scale  # quantized, so not exact, but close
+    got = texts(generate(model, tok, CONVS, max_new_tokens=12, weights="int8"))
+    ref = texts(generate(model, tok, CONVS, max_new_tokens=12, weights="fp32"))
+    assert sum(a == b for a, b in zip(got, ref, strict=True)) >= len(CONVS) // 2
+
+
 def test_sampled_answers_do_not_depend_on_the_batch(tiny):
     _, adapter, model, tok = tiny
     a = generate(model, tok, CONVS, max_new_tokens=12, temperature=0.9, seed=5, batch_size=2)
