@@ -47,8 +47,10 @@ class LoraRows(Protocol):
 class StackedRows(LoraRows, Protocol):
     """LoRA rows whose adapters sit in slots of per-layer stacks (the server's): keys are slot numbers."""
 
-    def stacks(self, module: torch.nn.Module, layer: int, proj: str) -> tuple[torch.Tensor, torch.Tensor] | None:
-        """``(A [slots, r, in], B * scaling [slots, out, r])`` for ``module``, or None if not adapted."""
+    def stacks(self, module: torch.nn.Module, layer: int, proj: str, lo: int,
+               hi: int) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """``(A^T [hi-lo, in, r], (B * scaling)^T [hi-lo, r, out])`` of slots ``lo..hi-1`` for ``module``, or None
+        if not adapted."""
 
 
 @dataclass
@@ -83,14 +85,14 @@ class _Grouped:
         return cls(lo, hi, width, index, index.masked_fill(index == pad, 0))
 
     def add(self, x: torch.Tensor, outs: list[tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]]) -> None:
+        """``out += delta`` for each ``(out, (A^T, (B*s)^T))``, the stacks' views over slots ``lo..hi-1``."""
         n = self.hi - self.lo
         if self.src is None:
             xs = x.view(n, self.width, -1)
         else:
             xs = torch.cat([x, x.new_zeros((1, x.shape[1]))]).index_select(0, self.src).view(n, self.width, -1)
-        for out, (a, b) in outs:
-            low = torch.bmm(xs, a[self.lo:self.hi].transpose(1, 2))  # [slots, width, r]
-            b_t = b[self.lo:self.hi].transpose(1, 2)
+        for out, (a_t, b_t) in outs:
+            low = torch.bmm(xs, a_t)  # [slots, width, r]
             if self.dst is None and out.is_contiguous():
                 out.view(n, self.width, -1).baddbmm_(low, b_t)
             elif self.dst is None:  # a column slice of q/k/v or gate/up: in-place baddbmm would copy it
@@ -282,7 +284,7 @@ def _add_lora(x: torch.Tensor, outs: tuple[torch.Tensor, ...], modules: tuple[An
     With ``grouped`` (many runs, stacked adapters) every run is served by the same two batched matmuls."""
     if grouped is not None:
         stacked = [(out, pair) for out, module, name in zip(outs, modules, names, strict=True)
-                   if (pair := lora.stacks(module, layer, name)) is not None]
+                   if (pair := lora.stacks(module, layer, name, grouped.lo, grouped.hi)) is not None]
         if stacked:
             grouped.add(x, stacked)
         return

@@ -176,11 +176,17 @@ class StackedLoRA:
         :class:`lorapipe.decoding.llama.LoraRows`, with :attr:`segments`)."""
         return getattr(module, "_lp_views", None)
 
-    def stacks(self, module: Any, layer: int, proj: str) -> tuple[torch.Tensor, torch.Tensor] | None:
-        """``(A [slots, r, in], B * scaling [slots, out, r])`` of ``module``, or None if no adapter touches it
-        (:class:`lorapipe.decoding.llama.StackedRows`: many runs in a pass take batched matmuls)."""
-        a = getattr(module, "_lp_A", None)
-        return None if a is None else (a, module._lp_B)
+    def stacks(self, module: Any, layer: int, proj: str, lo: int, hi: int) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """``(A^T [hi-lo, in, r], (B*s)^T [hi-lo, r, out])``: slots ``lo..hi-1`` of ``module``, or None if no adapter
+        touches it (:class:`lorapipe.decoding.llama.StackedRows`: many runs in a pass take batched matmuls).
+        The views are kept until the stacks are reallocated: a decode step asks for the same range again."""
+        ranges = getattr(module, "_lp_ranges", None)
+        if ranges is None:
+            return None
+        pair = ranges.get((lo, hi))
+        if pair is None:
+            pair = ranges[lo, hi] = (module._lp_A[lo:hi].transpose(1, 2), module._lp_B[lo:hi].transpose(1, 2))
+        return pair
 
     # ------------------------------------------------------------------ storage
     def _track(self, mod: Any) -> None:
@@ -195,6 +201,7 @@ class StackedLoRA:
     def _views(mod: Any) -> None:
         """Per-slot ``(A^T, (B*s)^T)`` views, built once per allocation: the forward pass only indexes a list."""
         mod._lp_views = [(mod._lp_A[s].t(), mod._lp_B[s].t()) for s in range(mod._lp_A.shape[0])]
+        mod._lp_ranges = {}  # (lo, hi) -> the stacks' views over those slots (see stacks)
 
     def _widen(self, mod: Any, r: int) -> None:
         a = mod._lp_A.new_zeros((mod._lp_A.shape[0], r, mod._lp_A.shape[2]))

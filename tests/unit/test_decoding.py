@@ -123,8 +123,8 @@ class _Slots:
 
 
 class _StackedSlots(_Slots):
-    def stacks(self, module, layer, proj):
-        return self.a[module], self.b[module]
+    def stacks(self, module, layer, proj, lo, hi):
+        return self.a[module][lo:hi].transpose(1, 2), self.b[module][lo:hi].transpose(1, 2)
 
 
 @pytest.mark.parametrize("segments", [
