@@ -150,16 +150,22 @@ def test_many_adapter_runs_take_batched_matmuls_with_the_same_result(tiny, segme
     assert not torch.allclose(out[_Slots][1], plain, atol=1e-2)  # the adapters do change the logits
 
 
+def prompt_ids(tok):
+    return torch.tensor([tok.apply_chat_template(CONVS[3], add_generation_prompt=True, tokenize=True)["input_ids"]])
+
+
+def prefill_then_step(model, ids, weights):
+    """(logits after prefilling all but the last prompt token, logits of one decode step on the last)."""
+    mask, pos = torch.ones_like(ids), torch.arange(ids.shape[1])[None]
+    fast = FastLlama(model, weights)
+    logits, cache = fast(ids[:, :-1], mask[:, :-1], pos[:, :-1], None)
+    return logits, fast(ids[:, -1:], mask, pos[:, -1:], cache)[0]  # the decode step takes `weights`
+
+
 def test_fp16_logits_stay_close_to_fp32(tiny):
     _, _, model, tok = tiny
-    ids = torch.tensor([tok.apply_chat_template(CONVS[3], add_generation_prompt=True, tokenize=True)["input_ids"]])
-    mask, pos = torch.ones_like(ids), torch.arange(ids.shape[1])[None]
-    out = {}
-    for weights in ("fp32", "fp16"):
-        fast = FastLlama(model, weights)
-        logits, cache = fast(ids[:, :-1], mask[:, :-1], pos[:, :-1], None)
-        step, _ = fast(ids[:, -1:], mask, pos[:, -1:], cache)  # the decode step is the fp16 one
-        out[weights] = (logits, step)
+    ids = prompt_ids(tok)
+    out = {weights: prefill_then_step(model, ids, weights) for weights in ("fp32", "fp16")}
     with torch.inference_mode():
         ref = model(input_ids=ids).logits[0, -1]
     assert torch.allclose(out["fp32"][1][0], ref, atol=1e-5)
@@ -173,16 +179,10 @@ def test_fp16_logits_stay_close_to_fp32(tiny):
     assert torch.equal(kv16, FastLlama(model, "fp32")(long, lmask, lpos, None)[1].layers[-1].values)
 
 
-def test_int8_weights_decode_close_to_fp32_and_answer_through_the_engine(tiny):
+def test_int8_weights_decode_close_to_fp32(tiny):
     """int8 (opt-in): per-channel weights, activations quantized per step; prefill stays fp32."""
     _, _, model, tok = tiny
-    ids = torch.tensor([tok.apply_chat_template(CONVS[3], add_generation_prompt=True, tokenize=True)["input_ids"]])
-    mask, pos = torch.ones_like(ids), torch.arange(ids.shape[1])[None]
-    step = {}
-    for weights in ("fp32", "int8"):
-        fast = FastLlama(model, weights)
-        _, cache = fast(ids[:, :-1], mask[:, :-1], pos[:, :-1], None)
-        step[weights] = fast(ids[:, -1:], mask, pos[:, -1:], cache)[0][0]
+    step = {weights: prefill_then_step(model, prompt_ids(tok), weights)[1][0] for weights in ("fp32", "int8")}
     scale = step["fp32"].abs().max()
     err = (step["int8"] - step["fp32"]).abs().max()
     assert 0 < err < 0.1 * scale  # quantized, so not exact, but close
