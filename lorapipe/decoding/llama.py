@@ -10,7 +10,8 @@ own tensors and rotary embedding, with:
   matmul each; prefill (many tokens at once, compute-bound) always runs the original fp32 weights;
 * the KV cache of :mod:`lorapipe.decoding.kv` (a decode step writes its column in place);
 * LoRA deltas in fp32 on the side, exactly as PEFT computes them: ``x @ A^T @ (B * scaling)^T``
-  per run of rows sharing an adapter (:class:`LoraRows`), so many adapters share one batch.
+  per run of rows sharing an adapter (:class:`LoraRows`), so many adapters share one batch; with
+  many runs and the server's stacked adapters, two batched matmuls serve them all (:class:`_Grouped`).
 
 The call matches :data:`lorapipe.decoding.batch.Forward` plus the LoRA rows.
 :func:`unsupported` says why a model cannot take this path (the caller then uses transformers').

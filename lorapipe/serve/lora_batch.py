@@ -10,6 +10,10 @@ small matmuls per adapter present and reads each adapter's weights once, with no
 
     out[rows of a] += (x[rows of a] @ A[a]^T) @ B[a]^T      # for each adapter a in the batch
 
+On the fast decode path (:mod:`lorapipe.decoding.llama`), a pass with three or more adapter runs
+instead gathers its rows per slot and takes two ``bmm`` over the stacks' slot range for all of them
+(:meth:`StackedLoRA.stacks`): 0.22 ms a layer instead of 0.50 at 8 adapters.
+
 Loading is a copy into a free slot. PEFT wraps a layer the first time some adapter targets it (and
 loads that adapter, which checks its state dict); afterwards new adapters for already-wrapped
 layers never go through PEFT's injection, which walks the whole module tree and costs ~0.3 s on a
