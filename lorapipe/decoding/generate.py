@@ -124,19 +124,21 @@ def generate(model: Any, tokenizer: Any, prompts: list[list[int]], *, max_new_to
                 # compute on the demo's eval rows, and prefill is most of the A/B's work
                 joining: Batch | None = None
                 for _ in range(min(room, len(pending))):
-                    fresh = prefill(forward, [pending.popleft()], stream, pad_id, shared)
-                    if joining is None or not len(joining):
-                        joining = fresh
-                    elif len(fresh):
-                        joining.merge(fresh)
-                if batch is None or not len(batch):
-                    batch = joining
-                elif joining is not None and len(joining):
-                    batch.merge(joining)
+                    joining = _joined(joining, prefill(forward, [pending.popleft()], stream, pad_id, shared))
+                batch = _joined(batch, joining)
             else:
                 assert batch is not None
                 batch.step(forward, stream)
     return [("".join(t), len(r.tokens)) for t, r in zip(texts, rows, strict=True)]
+
+
+def _joined(batch: Batch | None, fresh: Batch | None) -> Batch | None:
+    """``fresh``'s rows added to ``batch`` (either may be None or empty: rows that finished at once)."""
+    if batch is None or not len(batch):
+        return fresh
+    if fresh is not None and len(fresh):
+        batch.merge(fresh)
+    return batch
 
 
 def _shared_prefix(forward: Any, rows: list[Row], min_tokens: int = 16) -> tuple[PrefixKV, int] | None:
