@@ -278,12 +278,14 @@ class InferenceConfig(Section):
                        "matmuls, a KV cache written in place, continuous batching, LoRA exact on the side): "
                        "probe, A/B, predict, the local teacher and serve. false: transformers' generate/forward. "
                        "Other architectures always use transformers'.")
-    weights: Literal["fp16", "fp32", "int8"] = Field(
-        "fp16", description="Frozen base weights of the fast path while decoding: fp16 halves the bytes read per "
-        "token (~1.5-2x faster on CPU; activations, accumulation and LoRA stay fp32, prefill runs the fp32 "
-        "weights); fp32 matches transformers' numerics; int8 (weights per channel, activations quantized per "
-        "step) is another ~1.7x at batch 1 but changed 13 of the demo's 108 eval answers (fp16: 0), so it is "
-        "opt-in. `bench/decode.py` prints the greedy agreement of each with fp32.")
+    weights: Literal["auto", "bf16", "fp16", "fp32", "int8"] = Field(
+        "auto", description="Frozen base weights of the fast path: bf16 (oneDNN's GEMM on the CPU's AMX tiles, "
+        "prefill included: 3-4x faster than fp32 there) and fp16 (fbgemm; prefill runs the fp32 weights) halve "
+        "the bytes read per token; activations, accumulation, attention and LoRA stay fp32. auto: bf16 on a CPU "
+        "with AMX, else fp16 (bf16 without AMX is slower than fp32). fp32 matches transformers' numerics; int8 "
+        "(weights per channel, activations quantized per step) is another ~1.7x at batch 1 but changed 13 of the "
+        "demo's 108 eval answers (bf16 and fp16: 0), so it is opt-in. `bench/decode.py` prints the greedy "
+        "agreement of each with fp32.")
     grounded: bool = Field(
         False, description="Grounded JSON decoding for extraction tasks (probe, A/B, predict): inside a JSON "
         "string value, only tokens that keep the value a verbatim piece of the input (the user message) are "

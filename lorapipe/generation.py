@@ -1,6 +1,6 @@
 """Batched chat generation with an in-process transformers model (with or without an adapter).
 
-Llama-family models on CPU decode on lorapipe's fast path (:mod:`lorapipe.decoding`: fp16 or fp32
+Llama-family models on CPU decode on lorapipe's fast path (:mod:`lorapipe.decoding`: bf16, fp16, fp32 or int8
 base weights, LoRA exact on the side, continuous batching); other models, and adapters that path
 does not compute (DoRA, ``modules_to_save``...), use ``model.generate``: prompts sorted by length
 and generated in batches (left padding). Results come back in the caller's order.
@@ -51,7 +51,7 @@ def render_prompts(tokenizer, conversations: list[Messages]) -> list[str]:
 def generate(model, tokenizer, conversations: list[Messages], *, max_new_tokens: int = 128,
              temperature: float = 0.0, top_p: float = 1.0, batch_size: int = 8, seed: int | None = 0,
              stop: list[str] | None = None, progress: Callable[[int], None] | None = None,
-             adapter_names: list[str] | None = None, fast: bool = True, weights: str = "fp16",
+             adapter_names: list[str] | None = None, fast: bool = True, weights: str = "auto",
              copy_from: list[Source] | None = None) -> list[Generation]:
     """Generate one answer per conversation. ``temperature == 0`` is greedy decoding.
 

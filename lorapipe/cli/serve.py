@@ -54,9 +54,9 @@ def serve(ctx: typer.Context,
                                                            "~/.local/share/lorapipe/serve).",
                                                            show_default=False)] = None,
           weights: Annotated[str | None, typer.Option("--weights", help="Builtin engine, Llama models on CPU: "
-                                                      "base weights `fp16` (faster), `fp32` or `int8` (fastest, "
-                                                      "not exact; default: the config's inference.weights, "
-                                                      "fp16).")] = None,
+                                                      "base weights `auto`, `bf16`, `fp16`, `fp32` or `int8` "
+                                                      "(fastest, not exact); default: the config's "
+                                                      "inference.weights, auto: bf16 with AMX, else fp16.")] = None,
           engine: Annotated[str, typer.Option("--engine", help="`builtin` (this process) or `vllm` (vLLM's "
                                               "server behind a lorapipe proxy that keeps keys and hot-swap; "
                                               "CUDA, pip install vllm).")] = "builtin",

@@ -21,7 +21,7 @@ import torch
 
 from lorapipe.decoding.batch import BASE_ADAPTER as BASE
 from lorapipe.decoding.batch import Batch, PrefixKV, Row, SamplingParams, TextStream, common_prefix, prefill
-from lorapipe.decoding.llama import FastLlama, PeftRows, peft_table, runs, unsupported
+from lorapipe.decoding.llama import FastLlama, PeftRows, peft_table, resolve_weights, runs, unsupported
 
 if TYPE_CHECKING:
     from lorapipe.decoding.grounded import Source
@@ -33,6 +33,7 @@ _ATTR = "_lorapipe_fast"
 
 def fast_model(model: Any, weights: str) -> FastLlama:
     """The fast path of ``model`` (a plain HF model) in ``weights`` mode, built once and kept on the model."""
+    weights = resolve_weights(weights)
     kept: dict[str, FastLlama] = model.__dict__.setdefault(_ATTR, {})
     fast = kept.get(weights)
     if fast is None or fast.stamp != fast.current_stamp():

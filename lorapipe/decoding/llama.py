@@ -4,10 +4,13 @@ transformers' forward is general (any cache, any attention kernel, hooks, output
 135M model on a CPU that generality costs as much as the maths. Decoding here uses the HF model's
 own tensors and rotary embedding, with:
 
-* the frozen base linears in half the bytes (``weights="fp16"``: fbgemm's fp16-weight GEMM, fp32
-  activations and accumulation) or a quarter (``weights="int8"``: fbgemm's int8 GEMM, weights
-  quantized per output channel, activations per pass, fp32 out), q/k/v and gate/up fused into one
-  matmul each; prefill (many tokens at once, compute-bound) always runs the original fp32 weights;
+* the frozen base linears in half the bytes: ``weights="bf16"`` (oneDNN's bf16 GEMM on the CPU's
+  matrix units, AMX: inputs rounded to bf16, fp32 accumulation, prefill included) or ``weights="fp16"`` (fbgemm's fp16-weight
+  GEMM, fp32 activations and accumulation; prefill, many tokens at once and compute-bound, runs the
+  original fp32 weights), or a quarter (``weights="int8"``: fbgemm's int8 GEMM, weights quantized
+  per output channel, activations per pass, fp32 out); ``auto`` (the default) is bf16 where the CPU
+  has AMX, else fp16; q/k/v and gate/up fused into one matmul each; the residual stream, norms,
+  attention, the KV cache and the logits stay fp32;
 * the KV cache of :mod:`lorapipe.decoding.kv` (a decode step writes its column in place);
 * LoRA deltas in fp32 on the side, exactly as PEFT computes them: ``x @ A^T @ (B * scaling)^T``
   per run of rows sharing an adapter (:class:`LoraRows`), so many adapters share one batch; with
@@ -30,7 +33,7 @@ import torch.nn.functional as F
 
 from lorapipe.decoding.kv import KVCache, KVLayer
 
-WEIGHTS = ("fp16", "fp32", "int8")
+WEIGHTS = ("auto", "bf16", "fp16", "fp32", "int8")  # auto: see resolve_weights
 PROJ = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 _PREFILL_ROWS = 32  # from this many tokens per pass the fp32 GEMM is as fast, and exact
 _GROUPED_RUNS = 3  # from this many adapter runs in a pass, stacked adapters take batched matmuls (see _Grouped)
@@ -129,6 +132,18 @@ def unsupported(model: Any) -> str | None:
     return None
 
 
+def resolve_weights(weights: str) -> str:
+    """The weight mode ``weights`` names: ``auto`` is bf16 on a CPU whose matrix units take bf16 (AMX: the
+    GEMMs run 3-4x faster than fp32 at prefill sizes), else fp16 (bf16 without AMX is slower than fp32)."""
+    if weights not in WEIGHTS:
+        raise ValueError(f"weights must be one of {', '.join(WEIGHTS)}, got {weights!r}")
+    if weights != "auto":
+        return weights
+    from lorapipe.models import cpu_has_amx
+
+    return "bf16" if cpu_has_amx() else "fp16"
+
+
 def base_weight(module: torch.nn.Module) -> torch.Tensor:
     """The frozen weight of a linear layer, whether or not PEFT wrapped it."""
     return getattr(module, "base_layer", module).weight
@@ -136,6 +151,8 @@ def base_weight(module: torch.nn.Module) -> torch.Tensor:
 
 def _pack(weights: list[torch.Tensor], mode: str) -> Any:
     w = torch.cat(weights).contiguous()
+    if mode == "bf16":
+        return w.to(torch.bfloat16)
     if mode == "fp16":
         return torch.ops.quantized.linear_prepack_fp16(w, None)
     import warnings
@@ -157,6 +174,9 @@ class _Linear:
         self.packed = _pack(weights, mode) if mode != "fp32" else None
 
     def __call__(self, x: torch.Tensor) -> list[torch.Tensor]:
+        if self.mode == "bf16":
+            out = F.linear(x.to(torch.bfloat16), self.packed).float()
+            return list(out.split(self.splits, dim=1)) if len(self.splits) > 1 else [out]
         if self.packed is not None and x.shape[0] < _PREFILL_ROWS:
             if self.mode == "fp16":
                 out = torch.ops.quantized.linear_dynamic_fp16(x, self.packed)
@@ -169,9 +189,8 @@ class _Linear:
 class FastLlama:
     """The decode path for one HF Llama model (see the module docstring)."""
 
-    def __init__(self, model: Any, weights: str = "fp16"):
-        if weights not in WEIGHTS:
-            raise ValueError(f"weights must be one of {', '.join(WEIGHTS)}, got {weights!r}")
+    def __init__(self, model: Any, weights: str = "auto"):
+        weights = resolve_weights(weights)
         reason = unsupported(model)
         if reason:
             raise ValueError(reason)
@@ -183,7 +202,9 @@ class FastLlama:
         self.embed = inner.embed_tokens.weight
         self.norm = inner.norm
         self.rotary = inner.rotary_emb
-        self.head = _Linear([base_weight(model.lm_head)], weights)
+        # the head's outputs are the logits: bf16 would round them to 3 digits (near ties flip), so the head
+        # takes fp16 weights with fp32 outputs (it only runs on each row's last position)
+        self.head = _Linear([base_weight(model.lm_head)], "fp16" if weights == "bf16" else weights)
         self.linears = []
         for block in self.blocks:
             att, mlp = block.self_attn, block.mlp

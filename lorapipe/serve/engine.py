@@ -20,7 +20,7 @@ Two LoRA kernels do the per-row adapters:
   for everything PEFT can serve (embedding LoRA, ``modules_to_save``...), ~2-3x slower per step.
 
 With the stacked kernel, a Llama-family base on CPU decodes on lorapipe's lean path
-(:mod:`lorapipe.decoding.llama`: base weights in fp16 or fp32 per ``weights``, LoRA exact in fp32,
+(:mod:`lorapipe.decoding.llama`: base weights in bf16, fp16, fp32 or int8 per ``weights``, LoRA exact in fp32,
 a KV cache written in place); other models, and ``fast=False``, use transformers' forward.
 
 Loaded versions are kept in an LRU of ``max_loaded_adapters``; a version in use is never evicted.
@@ -76,7 +76,7 @@ class Engine:
                  max_batch_size: int = 16, require_manifest: bool = True, allow_pickle: bool = False,
                  lora_kernel: str = "stacked", metrics: ServeMetrics | None = None,
                  queue_timeout_s: float | None = None, prefix_cache_tokens: int = 4096, fast: bool = True,
-                 weights: str = "fp16"):
+                 weights: str = "auto"):
         self.model = model.eval()
         self.tokenizer = tokenizer
         self.base_name = base_name

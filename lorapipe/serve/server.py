@@ -85,7 +85,7 @@ def run(*, base: str, adapters: Path | None = None, registry: str | None = None,
         allow_unverified: bool = False, allow_pickle: bool = False, watch_interval_s: float | None = 1.0,
         lora_kernel: str = "stacked", device: str | None = None, queue_timeout_s: float | None = 30.0,
         max_request_bytes: int | None = 4 * 1024 * 1024, data_dir: Path | None = None, runs: Path | None = None,
-        fast: bool = True, weights: str = "fp16",
+        fast: bool = True, weights: str = "auto",
         warn: Any = print) -> None:
     """Load the base once, then serve it and the adapters under ``adapters`` and/or in ``registry`` (a
     registry URL: ``name``, ``name@vN``, ``name@ALIAS``; moving an alias hot-swaps) until interrupted.

@@ -65,7 +65,7 @@ def test_adapter_answers_equal_peft(tiny):
     assert texts(base_ref) != texts(ref)  # the adapter does change the answers
 
 
-@pytest.mark.parametrize("weights", ["fp32", "fp16"])
+@pytest.mark.parametrize("weights", ["fp32", "fp16", "bf16"])
 def test_serve_engine_answers_equal_peft(tiny, weights):
     """The server's engine on the fast path, base and adapter rows mixed in one batch, vs PEFT + generate."""
     from peft import PeftModel
@@ -77,9 +77,10 @@ def test_serve_engine_answers_equal_peft(tiny, weights):
 
     base, adapter, _, tok = tiny
     peft = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base), adapter).eval()
-    tuned = texts(generate(peft, tok, CONVS, max_new_tokens=16, fast=False))
+    ref = {"fast": False} if weights != "bf16" else {"weights": "bf16"}  # bf16: the same numerics in generate
+    tuned = texts(generate(peft, tok, CONVS, max_new_tokens=16, **ref))
     with peft.disable_adapter():
-        plain = texts(generate(peft, tok, CONVS, max_new_tokens=16, fast=False))
+        plain = texts(generate(peft, tok, CONVS, max_new_tokens=16, **ref))
     engine = Engine.from_spec(str(base), source=DirectoryAdapterSource(adapter.parent), base_name="base",
                               batch_window_ms=50, weights=weights).start()
     try:
@@ -97,9 +98,9 @@ def test_serve_engine_answers_equal_peft(tiny, weights):
     got = {k: "".join(v).strip() for k, v in out.items()}
     agree = [got["contact", i] == tuned[i] for i in range(len(CONVS))] + \
         [got["base", i] == plain[i] for i in range(len(CONVS))]
-    if weights == "fp32":
+    if weights != "fp16":  # fp32: transformers' numerics; bf16: generate's own, batch composition aside
         assert all(agree)
-    else:  # fp16 weights may flip a near tie on random weights: most answers still match
+    else:  # half-precision weights may flip a near tie on random weights: most answers still match
         assert sum(agree) >= 0.75 * len(agree)
 
 
@@ -162,21 +163,38 @@ def prefill_then_step(model, ids, weights):
     return logits, fast(ids[:, -1:], mask, pos[:, -1:], cache)[0]  # the decode step takes `weights`
 
 
-def test_fp16_logits_stay_close_to_fp32(tiny):
+@pytest.mark.parametrize("half", ["fp16", "bf16"])
+def test_half_weights_logits_stay_close_to_fp32(tiny, half):
     _, _, model, tok = tiny
     ids = prompt_ids(tok)
-    out = {weights: prefill_then_step(model, ids, weights) for weights in ("fp32", "fp16")}
+    out = {weights: prefill_then_step(model, ids, weights) for weights in ("fp32", half)}
     with torch.inference_mode():
         ref = model(input_ids=ids).logits[0, -1]
     assert torch.allclose(out["fp32"][1][0], ref, atol=1e-5)
     scale = ref.abs().max()
-    assert (out["fp16"][1][0] - ref).abs().max() < 1e-2 * scale
-    assert (out["fp16"][0] - out["fp32"][0]).abs().max() < 1e-2 * scale
-    long = torch.cat([ids] * 2, dim=1)  # a prefill of many tokens runs the fp32 weights: the same KV
-    lmask, lpos = torch.ones_like(long), torch.arange(long.shape[1])[None]
+    tol = {"fp16": 1e-2, "bf16": 3e-2}[half] * scale  # bf16 keeps 8 bits of mantissa, fp16 11
+    assert 0 < (out[half][1][0] - ref).abs().max() < tol
+    assert 0 < (out[half][0] - out["fp32"][0]).abs().max() < tol
+    long = torch.cat([ids] * 2, dim=1)  # a prefill of many tokens: fp16 runs the fp32 weights (the same KV),
+    lmask, lpos = torch.ones_like(long), torch.arange(long.shape[1])[None]  # bf16 its own
     assert long.shape[1] >= 32
-    kv16 = FastLlama(model, "fp16")(long, lmask, lpos, None)[1].layers[-1].values
-    assert torch.equal(kv16, FastLlama(model, "fp32")(long, lmask, lpos, None)[1].layers[-1].values)
+    kv = FastLlama(model, half)(long, lmask, lpos, None)[1].layers[-1].values
+    kv32 = FastLlama(model, "fp32")(long, lmask, lpos, None)[1].layers[-1].values
+    assert torch.equal(kv, kv32) == (half == "fp16")
+    assert torch.allclose(kv, kv32, atol=tol / scale * kv32.abs().max())
+
+
+def test_auto_weights_take_bf16_only_where_the_cpu_has_amx(tiny, monkeypatch):
+    import lorapipe.models
+    from lorapipe.decoding.llama import resolve_weights
+
+    _, _, model, _ = tiny
+    for amx, expected in ((True, "bf16"), (False, "fp16")):
+        monkeypatch.setattr(lorapipe.models, "cpu_has_amx", lambda amx=amx: amx)
+        assert resolve_weights("auto") == expected == FastLlama(model, "auto").weights
+    assert resolve_weights("int8") == "int8"
+    with pytest.raises(ValueError, match="weights must be one of auto, bf16"):
+        resolve_weights("fp8")
 
 
 def test_int8_weights_decode_close_to_fp32(tiny):
