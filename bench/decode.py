@@ -13,8 +13,9 @@ The same chat prompts, greedy, fixed lengths (end-of-sequence ignored), measured
 
 Each arm prints tokens/s (wall and per CPU-second: other jobs on a shared machine move the first
 more than the second) and the time to first token (a 1-token request). Then the greedy agreement
-of the fp16 and int8 weights with the fp32 reference: answers (stopping at end-of-sequence) on the
-bench prompts, or on ``--eval`` rows with ``--adapter`` (the demo's eval split and adapter). Ratios last.
+of the bf16, fp16 and int8 weights with the fp32 reference: answers (stopping at end-of-sequence) on
+the bench prompts, or on ``--eval`` rows with ``--adapter`` (the demo's eval split and adapter).
+Ratios last, for the default mode (``inference.weights: auto``: bf16 with AMX, else fp16) and int8.
 """
 
 from __future__ import annotations
@@ -126,7 +127,7 @@ def llama_cpp(gguf: Path, prompts: list[list[int]], n: int, threads: int) -> tup
 
 
 def agreement(model, tok, convs: list[list[dict[str, str]]], max_tokens: int, batch: int,
-              modes: tuple[str, ...] = ("fp16", "int8")) -> dict[str, tuple[int, int]]:
+              modes: tuple[str, ...] = ("bf16", "fp16", "int8")) -> dict[str, tuple[int, int]]:
     """Per weight mode, (answers identical to the fp32 reference, rows), greedy."""
     from lorapipe.generation import generate
 
@@ -173,7 +174,7 @@ def main() -> None:
             build_tiny_adapter(resolve(args.model).path, Path(tmp) / name, r=16, seed=i, b_std=0.02,
                                target_modules=ALL)
         engines = {}
-        for weights in ("fp32", "fp16", "int8"):
+        for weights in ("fp32", "fp16", "bf16", "int8"):
             t0 = time.perf_counter()
             engines[weights] = Engine(model, tok, base_name="base", base_identity=info.identity(),
                                       source=DirectoryAdapterSource(Path(tmp)), max_batch_size=args.batch,
@@ -220,22 +221,28 @@ def main() -> None:
         print(f"greedy agreement {mode} vs fp32 on {where}: {same}/{total} answers identical "
               f"({same / max(1, total):.1%})")
 
-    f16b1, f32b1 = results["fp16", "b1"], results["fp32", "b1"]
-    print("\nratios (same run):")
+    from lorapipe.decoding.llama import resolve_weights
+
+    auto = resolve_weights("auto")
+    dflt, f32b1, f16b1 = results[auto, "b1"], results["fp32", "b1"], results["fp16", "b1"]
+    print(f"\nratios (same run; the default weights here, auto, are {auto}):")
     if hf:
-        print(f"builtin fp16 b1 / hf generate b1          = {f16b1[0] / hf[0]:5.2f}x wall, "
-              f"{f16b1[1] / hf[1]:5.2f}x per CPU-second")
-    print(f"builtin fp16 b1 / builtin fp32 b1         = {f16b1[0] / f32b1[0]:5.2f}x")
-    base16, mixed16 = results["fp16", "base"], results["fp16", "8 adapters"]
-    print(f"builtin fp16 b{args.batch} 8 adapters / base          = {mixed16[0] / base16[0]:5.2f}x wall, "
+        print(f"builtin {auto} b1 / hf generate b1          = {dflt[0] / hf[0]:5.2f}x wall, "
+              f"{dflt[1] / hf[1]:5.2f}x per CPU-second")
+    print(f"builtin {auto} b1 / builtin fp32 b1         = {dflt[0] / f32b1[0]:5.2f}x")
+    for label in ("base", "8 adapters"):
+        print(f"builtin bf16 / fp16 b{args.batch} {label:10s}       = "
+              f"{results['bf16', label][0] / results['fp16', label][0]:5.2f}x")
+    base16, mixed16 = results[auto, "base"], results[auto, "8 adapters"]
+    print(f"builtin {auto} b{args.batch} 8 adapters / base          = {mixed16[0] / base16[0]:5.2f}x wall, "
           f"{mixed16[1] / base16[1]:5.2f}x per CPU-second")
     i8b1 = results["int8", "b1"]
     print(f"builtin int8 b1 / builtin fp16 b1         = {i8b1[0] / f16b1[0]:5.2f}x")
     if lc:
-        for mode, b1 in (("fp16", f16b1), ("int8", i8b1)):
+        for mode, b1 in ((auto, dflt), ("int8", i8b1)):
             print(f"builtin {mode} b1 / llama.cpp b1            = {b1[0] / lc[0]:5.2f}x wall, "
                   f"{b1[1] / lc[1]:5.2f}x per CPU-second")
-    print(f"targets: builtin b1 >= 32 tok/s (now {f16b1[0]:.1f}), b{args.batch} base >= 150 tok/s "
+    print(f"targets: builtin b1 >= 32 tok/s (now {dflt[0]:.1f}), b{args.batch} base >= 150 tok/s "
           f"(now {base16[0]:.1f})")
 
 

@@ -259,7 +259,8 @@ class EvaluateConfig(Section):
         "a version whose check-set score dropped.")
     max_new_tokens: int = Field(96, gt=0, description="Most tokens per answer.")
     temperature: float = Field(0.0, ge=0, le=2, description="Decoding temperature for both arms.")
-    batch_size: int = Field(8, ge=1, description="Generation batch size.")
+    batch_size: int = Field(16, ge=1, description="Answers decoding together; every arm's rows share the batch "
+                            "(one generate call for the eval rows and the check sets).")
     few_shot_arm: bool = Field(False, description="Also evaluate the base model with the teacher's few-shot prompt.")
     pairwise_judge: bool = Field(False, description="Judge sees both answers (positions swapped).")
     bootstrap_samples: int = Field(2000, ge=100, description="Bootstrap resamples for the win-rate interval.")

@@ -27,7 +27,7 @@ class Generation:
     text: str
     prompt_tokens: int
     completion_tokens: int
-    seconds: float  # the batch's wall time divided among its rows
+    seconds: float  # the answer's share of the wall time (rows decode together; see decoding.generate)
 
 
 def copy_sources(cfg: Any, conversations: list[Messages]) -> list[Source] | None:
@@ -134,10 +134,8 @@ def _generate_fast(model, tokenizer, encoded: list[list[int]], *, weights: str, 
 
     was_training = model.training
     model.eval()
-    t0 = time.perf_counter()
     try:
         out = fast_path.generate(model, tokenizer, encoded, weights=weights, **kwargs)
     finally:
         model.train(was_training)
-    share = (time.perf_counter() - t0) / len(encoded)  # rows overlap in time: each gets an equal share
-    return [Generation(text.strip(), len(ids), n, share) for (text, n), ids in zip(out, encoded, strict=True)]
+    return [Generation(text.strip(), len(ids), n, seconds) for (text, n, seconds), ids in zip(out, encoded, strict=True)]

@@ -55,8 +55,9 @@ class KVLayer:
         return self.keys, self.values
 
     def select(self, idx: torch.Tensor) -> None:
-        self._k = self._k.index_select(0, idx)
-        self._v = self._v.index_select(0, idx)
+        """Keep the rows at ``idx``: only the used columns are copied, into buffers with fresh headroom."""
+        self._k = _take(self._k, self._klen, idx)
+        self._v = _take(self._v, self._vlen, idx)
 
 
 class KVCache:
@@ -83,4 +84,10 @@ def _buffer(t: torch.Tensor) -> tuple[torch.Tensor, int]:
 def _grow(buf: torch.Tensor, used: int, need: int) -> torch.Tensor:
     new = buf.new_empty((buf.shape[0], buf.shape[1], max(need + HEADROOM, 2 * buf.shape[2]), buf.shape[3]))
     new[:, :, :used] = buf[:, :, :used]
+    return new
+
+
+def _take(buf: torch.Tensor, used: int, idx: torch.Tensor) -> torch.Tensor:
+    new = buf.new_empty((len(idx), buf.shape[1], used + HEADROOM, buf.shape[3]))
+    torch.index_select(buf[:, :, :used], 0, idx, out=new[:, :, :used])
     return new

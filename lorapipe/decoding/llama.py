@@ -5,7 +5,8 @@ transformers' forward is general (any cache, any attention kernel, hooks, output
 own tensors and rotary embedding, with:
 
 * the frozen base linears in half the bytes: ``weights="bf16"`` (oneDNN's bf16 GEMM on the CPU's
-  matrix units, AMX: inputs rounded to bf16, fp32 accumulation, prefill included) or ``weights="fp16"`` (fbgemm's fp16-weight
+  matrix units, AMX: inputs rounded to bf16, fp32 accumulation, for passes of 8 rows or more, prefill
+  included; fewer rows take the fp16 kernel, faster there) or ``weights="fp16"`` (fbgemm's fp16-weight
   GEMM, fp32 activations and accumulation; prefill, many tokens at once and compute-bound, runs the
   original fp32 weights), or a quarter (``weights="int8"``: fbgemm's int8 GEMM, weights quantized
   per output channel, activations per pass, fp32 out); ``auto`` (the default) is bf16 where the CPU
@@ -36,6 +37,8 @@ from lorapipe.decoding.kv import KVCache, KVLayer
 WEIGHTS = ("auto", "bf16", "fp16", "fp32", "int8")  # auto: see resolve_weights
 PROJ = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 _PREFILL_ROWS = 32  # from this many tokens per pass the fp32 GEMM is as fast, and exact
+_BF16_ROWS = 8  # bf16 mode: from this many rows per pass the bf16 GEMM beats fbgemm's fp16 one (30 layers, AMX:
+# 19.8 vs 21.3 ms at 8 rows, 19.5 vs 27.8 at 16); below, it is up to 1.5x slower, so those passes take fp16
 _GROUPED_RUNS = 3  # from this many adapter runs in a pass, stacked adapters take batched matmuls (see _Grouped)
 
 
@@ -172,14 +175,15 @@ class _Linear:
         self.splits = [w.shape[0] for w in weights]
         self.mode = mode
         self.packed = _pack(weights, mode) if mode != "fp32" else None
+        self.small = _pack(weights, "fp16") if mode == "bf16" else None  # bf16's passes of few rows
 
     def __call__(self, x: torch.Tensor) -> list[torch.Tensor]:
-        if self.mode == "bf16":
+        if self.mode == "bf16" and x.shape[0] >= _BF16_ROWS:
             out = F.linear(x.to(torch.bfloat16), self.packed).float()
             return list(out.split(self.splits, dim=1)) if len(self.splits) > 1 else [out]
         if self.packed is not None and x.shape[0] < _PREFILL_ROWS:
-            if self.mode == "fp16":
-                out = torch.ops.quantized.linear_dynamic_fp16(x, self.packed)
+            if self.mode in ("fp16", "bf16"):
+                out = torch.ops.quantized.linear_dynamic_fp16(x, self.small if self.mode == "bf16" else self.packed)
             else:  # activations take 7 bits (reduce_range), as PyTorch's dynamic quantization does on x86
                 out = torch.ops.quantized.linear_dynamic(x, self.packed, True)
             return list(out.split(self.splits, dim=1)) if len(self.splits) > 1 else [out]
@@ -224,10 +228,12 @@ class FastLlama:
     # ------------------------------------------------------------------------------ forward
     @torch.inference_mode()
     def __call__(self, ids: torch.Tensor, mask: torch.Tensor, pos: torch.Tensor, cache: KVCache | None,
-                 lora: LoraRows | None = None) -> tuple[torch.Tensor, KVCache]:
+                 lora: LoraRows | None = None, *, pick: torch.Tensor | None = None) -> tuple[torch.Tensor, KVCache]:
         """Logits of each row's last position ``[rows, vocab]`` (fp32) and the cache with the new tokens.
 
-        ``ids``/``pos``: ``[rows, new]``; ``mask``: ``[rows, cached + new]`` (0 = left padding)."""
+        ``ids``/``pos``: ``[rows, new]``; ``mask``: ``[rows, cached + new]`` (0 = padding). With ``pick``
+        (a bool ``[rows, new]``), the logits of the picked positions instead, ``[picked, vocab]``, from
+        the head's fp32 weights (what a loss reads: :func:`lorapipe.decoding.generate.token_nll`)."""
         b, s = ids.shape
         hq, hkv, d = self.hq, self.hkv, self.head_dim
         x = F.embedding(ids, self.embed).view(b * s, -1)
@@ -282,6 +288,8 @@ class FastLlama:
             if segments:
                 _add_lora(m, (dn,), (mlp.down_proj,), ("down_proj",), i, lora, segments, s, grouped)
             x = x + dn
+        if pick is not None:
+            return F.linear(_norm(x[pick.reshape(-1)], self.norm), self.head.weights[0]), cache
         last = _norm(x.view(b, s, -1)[:, -1], self.norm)
         (logits,) = self.head(last)
         return logits.float(), cache

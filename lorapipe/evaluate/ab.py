@@ -178,28 +178,40 @@ class _Answerer:
         self.cfg, self.model, self.tokenizer, self.arms = cfg, model, tokenizer, arms
         self.prefix, self.judge, self.progress = prefix, judge, progress
 
-    def _generate(self, arm: str, prompts: list[list[dict[str, str]]]) -> list:
+    def _generate(self, prompts: list[list[dict[str, str]]]) -> dict[str, list]:
+        """Every arm's answers from one generate call: base and tuned rows decode side by side in one batch
+        (the base rows without the adapter), so each decode step reads the base weights once for both."""
+        from lorapipe.decoding.batch import BASE_ADAPTER
         from lorapipe.generation import copy_sources, generate
 
-        e = self.cfg.evaluate
-        convs = prompts if arm != "few_shot" else [self.prefix + p[-1:] for p in prompts]
-        return generate(self.model, self.tokenizer, convs, max_new_tokens=e.max_new_tokens, temperature=e.temperature,
+        e, n = self.cfg.evaluate, len(prompts)
+        tuned = self.model.active_adapter
+        convs, names = [], []
+        for arm in self.arms:
+            convs += prompts if arm != "few_shot" else [self.prefix + p[-1:] for p in prompts]
+            names += [tuned if arm == "tuned" else BASE_ADAPTER] * n
+        gens = generate(self.model, self.tokenizer, convs, max_new_tokens=e.max_new_tokens, temperature=e.temperature,
                         batch_size=e.batch_size, seed=SEED, progress=self.progress, fast=self.cfg.inference.fast,
-                        weights=self.cfg.inference.weights, copy_from=copy_sources(self.cfg, convs))
+                        weights=self.cfg.inference.weights, copy_from=copy_sources(self.cfg, convs),
+                        adapter_names=names)
+        return {arm: gens[k * n:(k + 1) * n] for k, arm in enumerate(self.arms)}
 
-    def __call__(self, rows: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    def __call__(self, groups: list[list[dict[str, Any]]]) -> list[dict[str, list[dict[str, Any]]]]:
+        """Each group's records per arm (the eval rows, then each check set's), all answered together."""
+        flat = self._answer([r for g in groups for r in g])
+        out, start = [], 0
+        for g in groups:
+            out.append({arm: records[start:start + len(g)] for arm, records in flat.items()})
+            start += len(g)
+        return out
+
+    def _answer(self, rows: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
         from lorapipe.data.rubric import score_outputs
 
         cfg, arms = self.cfg, self.arms
         prompts = [prompt_messages(cfg, r) for r in rows]
         inputs, references = [user_text(r) for r in rows], [assistant_text(r) for r in rows]
-        gens: dict[str, list] = {}
-        for arm in arms:
-            if arm == "tuned":
-                gens[arm] = self._generate(arm, prompts)
-            else:
-                with self.model.disable_adapter():
-                    gens[arm] = self._generate(arm, prompts)
+        gens = self._generate(prompts)
         # One scoring call for every arm, so a judge endpoint batches them all concurrently.
         flat = [(inp, g.text) for arm in arms for inp, g in zip(inputs, gens[arm])]
         scores = score_outputs(cfg, flat, judge=self.judge)
@@ -279,13 +291,14 @@ def run(cfg: PipelineConfig, model: Any, tokenizer: Any, eval_rows: list[Row], o
     inputs = [user_text(r) for r in rows]
     references = [assistant_text(r) for r in rows]
     answer = _Answerer(cfg, model, tokenizer, arms, prefix, judge, progress)
-    records = answer(rows)
-    extra_records = {name: answer(set_rows) for name, set_rows in (extra_sets or {}).items()}
+    records, *extra = answer([rows, *(extra_sets or {}).values()])
+    extra_records = dict(zip(extra_sets or {}, extra, strict=True))
 
     n_boot = e.bootstrap_samples
     arm_stats = {arm: {"label": ARM_LABELS[arm], **arm_metrics(records[arm])} for arm in arms}
     for arm in ("base", "tuned"):  # loss on the reference replies, masked as in training
-        kw = {"max_length": cfg.train.max_seq_length, "batch_size": cfg.train.per_device_eval_batch_size}
+        kw = {"max_length": cfg.train.max_seq_length, "batch_size": cfg.train.per_device_eval_batch_size,
+              "fast": cfg.inference.fast, "weights": cfg.inference.weights}
         if arm == "base":
             with model.disable_adapter():
                 m = eval_loss(model, tokenizer, rows, **kw)

@@ -12,14 +12,20 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 from lorapipe.errors import DataError
 
 
 def eval_loss(model, tokenizer, rows: list[dict[str, Any]], *, max_length: int = 512, batch_size: int = 8,
-              progress: Callable[[int], None] | None = None) -> dict[str, float | int]:
+              progress: Callable[[int], None] | None = None, fast: bool = True,
+              weights: str = "fp32") -> dict[str, float | int]:
     """Token-weighted loss and perplexity of ``model`` on canonical chat ``rows``.
+
+    ``fast``/``weights`` (``inference.*``): a Llama-family model on CPU runs lorapipe's decode path
+    (:func:`lorapipe.decoding.generate.token_nll`) with those base weights, else transformers' forward.
+    fp32 gives transformers' numbers (to ~1e-6); bf16 is ~3x faster on a CPU with AMX and within ~1 %.
 
     Returns ``{"loss", "perplexity", "tokens", "rows", "truncated", "dropped"}``: ``tokens`` counts the
     assistant tokens scored; rows whose reply was cut away entirely by ``max_length`` are ``dropped``.
@@ -38,12 +44,24 @@ def eval_loss(model, tokenizer, rows: list[dict[str, Any]], *, max_length: int =
     # Longest first: similar lengths share a batch (less padding), and an out-of-memory shows at once.
     order = sorted(range(len(features)), key=lambda i: -len(features[i]["input_ids"]))
     device = next(model.parameters()).device
+    nll = None
+    if fast:
+        from lorapipe.decoding import generate as fast_path
+
+        if fast_path.why_not(model) is None:
+            nll = partial(fast_path.token_nll, model, weights=weights)
     total_nll, total_tokens = 0.0, 0
     was_training = model.training
     model.eval()
     try:
         for start in range(0, len(order), batch_size):
             batch = collate([features[i] for i in order[start:start + batch_size]])
+            if nll is not None:
+                part, count = nll(batch["input_ids"], batch["attention_mask"], batch["labels"])
+                total_nll, total_tokens = total_nll + part, total_tokens + count
+                if progress:
+                    progress(len(batch["input_ids"]))
+                continue
             with torch.inference_mode():
                 logits = model(input_ids=batch["input_ids"].to(device),
                                attention_mask=batch["attention_mask"].to(device)).logits

@@ -52,6 +52,8 @@ class World:
 
     def engine(self, **kwargs) -> Engine:
         kwargs.setdefault("batch_window_ms", 5)
+        # answers are compared with plain PEFT's, exactly: fp32 weights (bf16/fp16: tests/unit/test_decoding.py)
+        kwargs.setdefault("weights", "fp32")
         return Engine.from_spec(str(self.base), source=DirectoryAdapterSource(self.adapters),
                                 base_name=self.base_name, **kwargs)
 
