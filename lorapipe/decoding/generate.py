@@ -143,30 +143,39 @@ def generate(model: Any, tokenizer: Any, prompts: list[list[int]], *, max_new_to
     return [("".join(t), len(r.tokens), spent[id(r)]) for t, r in zip(texts, rows, strict=True)]
 
 
-def token_nll(model: Any, ids: torch.Tensor, mask: torch.Tensor, labels: torch.Tensor, *,
-              weights: str) -> tuple[float, int]:
-    """Summed negative log-likelihood of the ``labels`` that are not -100, and their number: token ``t``
-    predicts label ``t + 1``, as transformers' causal-LM loss counts. ``ids``/``mask``/``labels``: ``[rows,
-    tokens]``, any padding the mask marks. The adapter is the PEFT model's active one, or none under
-    ``disable_adapter()``; only the scored positions go through the (fp32) head. Check :func:`why_not` first."""
+def token_nll(model: Any, ids: torch.Tensor, mask: torch.Tensor, labels: torch.Tensor, *, weights: str,
+              adapters: list[str | None] | None = None) -> list[tuple[float, int]]:
+    """Summed negative log-likelihood of the ``labels`` that are not -100, and their number, per adapter:
+    token ``t`` predicts label ``t + 1``, as transformers' causal-LM loss counts. ``ids``/``mask``/``labels``:
+    ``[rows, tokens]``, any padding the mask marks. ``adapters``: PEFT adapter names, None for the base
+    (default: the model as it is, its active adapter or none under ``disable_adapter()``); their rows share
+    the layers below the first adapted one. Only the scored positions go through the (fp32) head. Check
+    :func:`why_not` first."""
     import torch.nn.functional as F
 
     lora: PeftRows | None = None
     base = model
+    active = None
     if _has_lora(model):
         base = _base(model)
         found = peft_table(model)
         assert not isinstance(found, str), found
         lora, active = found
-        lora.segments = [(active, 0, ids.shape[0])] if active is not None else []
+    adapters = [active] if adapters is None else adapters
+    b = ids.shape[0]
+    if lora is not None:
+        lora.segments = [(name, k * b, (k + 1) * b) for k, name in enumerate(adapters) if name is not None]
     target = labels[:, 1:]
     pick = torch.zeros(labels.shape, dtype=torch.bool)
     pick[:, :-1] = target != -100
     pos = (mask.cumsum(-1) - 1).clamp(min=0)
     with torch.inference_mode():
         logits, _ = fast_model(base, weights)(ids, mask, pos, None, lora if lora is not None and lora.segments
-                                              else None, pick=pick)
-        return float(F.cross_entropy(logits, target[target != -100], reduction="sum")), int(pick.sum())
+                                              else None, pick=pick, copies=len(adapters))
+        n = int(pick.sum())
+        wanted = target[target != -100]
+        return [(float(F.cross_entropy(logits[k * n:(k + 1) * n], wanted, reduction="sum")), n)
+                for k in range(len(adapters))]
 
 
 def _joined(batch: Batch | None, fresh: Batch | None) -> Batch | None:

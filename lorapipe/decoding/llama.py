@@ -220,6 +220,15 @@ class FastLlama:
             })
         self.stamp = self.current_stamp()
 
+    def _first_adapted(self, lora: LoraRows) -> int:
+        """The first layer where ``lora`` has weights for some projection (the layer count if none)."""
+        for i, block in enumerate(self.blocks):
+            att, mlp = block.self_attn, block.mlp
+            mods = (att.q_proj, att.k_proj, att.v_proj, att.o_proj, mlp.gate_proj, mlp.up_proj, mlp.down_proj)
+            if any(lora.views(m, i, proj) is not None for m, proj in zip(mods, PROJ, strict=True)):
+                return i
+        return len(self.blocks)
+
     def current_stamp(self) -> tuple[int, ...]:
         """Identity of the base weights read at build time: a rebuilt or modified tensor changes it."""
         ws = [w for lin in self.linears for part in lin.values() for w in part.weights] + self.head.weights
@@ -228,12 +237,19 @@ class FastLlama:
     # ------------------------------------------------------------------------------ forward
     @torch.inference_mode()
     def __call__(self, ids: torch.Tensor, mask: torch.Tensor, pos: torch.Tensor, cache: KVCache | None,
-                 lora: LoraRows | None = None, *, pick: torch.Tensor | None = None) -> tuple[torch.Tensor, KVCache]:
+                 lora: LoraRows | None = None, *, pick: torch.Tensor | None = None,
+                 copies: int = 1) -> tuple[torch.Tensor, KVCache | None]:
         """Logits of each row's last position ``[rows, vocab]`` (fp32) and the cache with the new tokens.
 
         ``ids``/``pos``: ``[rows, new]``; ``mask``: ``[rows, cached + new]`` (0 = padding). With ``pick``
-        (a bool ``[rows, new]``), the logits of the picked positions instead, ``[picked, vocab]``, from
-        the head's fp32 weights (what a loss reads: :func:`lorapipe.decoding.generate.token_nll`)."""
+        (a bool ``[rows, new]``) and no cache, the logits of the picked positions instead, ``[picked,
+        vocab]``, from the head's fp32 weights, and no cache is kept (what a loss reads:
+        :func:`lorapipe.decoding.generate.token_nll`). There, ``copies > 1`` scores the rows that many
+        times, copy ``k`` being rows ``k*rows..`` of ``lora.segments`` and of the logits; the layers below
+        the first one LoRA adapts run once for all copies (the demo adapts the upper half)."""
+        scoring = pick is not None and cache is None
+        if copies > 1 and not scoring:
+            raise ValueError("copies > 1 is for scoring (pick, no cache)")
         b, s = ids.shape
         hq, hkv, d = self.hq, self.hkv, self.head_dim
         x = F.embedding(ids, self.embed).view(b * s, -1)
@@ -249,14 +265,19 @@ class FastLlama:
             causal = cols[None, :] <= rows[:, None]
             att_mask = (causal[None] & keep[:, None, :]) | (cols[None, :] == rows[:, None])[None]
             att_mask = att_mask[:, None]
-        if cache is None:
+        if cache is None and not scoring:
             cache = KVCache([KVLayer(x.new_empty((b, hkv, 0, d)), x.new_empty((b, hkv, 0, d)))
                              for _ in self.blocks])
         segments = list(lora.segments) if lora is not None else []
         grouped = None
         if len(segments) >= _GROUPED_RUNS and hasattr(lora, "stacks"):
-            grouped = _Grouped.of(segments, s, b)
+            grouped = _Grouped.of(segments, s, b * copies)
+        fork = self._first_adapted(lora) if copies > 1 and segments else len(self.blocks)
         for i, (block, lin) in enumerate(zip(self.blocks, self.linears, strict=True)):
+            if i == fork:  # the copies part here: each gets its own rows from the first adapted layer on
+                x, b = x.repeat(copies, 1), b * copies
+                cos, sin, att_mask = cos.repeat(copies, 1, 1, 1), sin.repeat(copies, 1, 1, 1), att_mask.repeat(
+                    copies, 1, 1, 1)
             att, mlp = block.self_attn, block.mlp
             h = _norm(x, block.input_layernorm)
             q, k, v = lin["qkv"](h)
@@ -266,7 +287,9 @@ class FastLlama:
             qk = torch.cat([q, k], dim=1).view(b, s, hq + hkv, d)
             qk = qk * cos + _rotate_half(qk) * sin
             q = qk[:, :, :hq].transpose(1, 2)
-            keys, values = cache.layers[i].append(qk[:, :, hq:].transpose(1, 2), v.view(b, s, hkv, d).transpose(1, 2))
+            keys, values = qk[:, :, hq:].transpose(1, 2), v.view(b, s, hkv, d).transpose(1, 2)
+            if cache is not None:
+                keys, values = cache.layers[i].append(keys, values)
             if s == 1:
                 scores = torch.matmul(q.reshape(b, hkv, hq // hkv, d), keys.transpose(2, 3))
                 scores = torch.softmax(scores.mul_(d ** -0.5).add_(att_mask), dim=-1)
@@ -288,8 +311,10 @@ class FastLlama:
             if segments:
                 _add_lora(m, (dn,), (mlp.down_proj,), ("down_proj",), i, lora, segments, s, grouped)
             x = x + dn
-        if pick is not None:
-            return F.linear(_norm(x[pick.reshape(-1)], self.norm), self.head.weights[0]), cache
+        if scoring:
+            if fork == len(self.blocks) and copies > 1:
+                x = x.repeat(copies, 1)
+            return F.linear(_norm(x[pick.reshape(-1).repeat(copies)], self.norm), self.head.weights[0]), None
         last = _norm(x.view(b, s, -1)[:, -1], self.norm)
         (logits,) = self.head(last)
         return logits.float(), cache

@@ -273,7 +273,7 @@ def run(cfg: PipelineConfig, model: Any, tokenizer: Any, eval_rows: list[Row], o
     report adds exact match per field and the miss taxonomy (:mod:`lorapipe.evaluate.analysis`). Returns
     the stage's Manifest; ``manifest.metrics`` holds the headline numbers.
     """
-    from lorapipe.evaluate.metrics import eval_loss
+    from lorapipe.evaluate.metrics import eval_losses
     from lorapipe.evaluate.report import write_report
 
     if not (hasattr(model, "disable_adapter") and hasattr(model, "peft_config")):
@@ -296,14 +296,11 @@ def run(cfg: PipelineConfig, model: Any, tokenizer: Any, eval_rows: list[Row], o
 
     n_boot = e.bootstrap_samples
     arm_stats = {arm: {"label": ARM_LABELS[arm], **arm_metrics(records[arm])} for arm in arms}
-    for arm in ("base", "tuned"):  # loss on the reference replies, masked as in training
-        kw = {"max_length": cfg.train.max_seq_length, "batch_size": cfg.train.per_device_eval_batch_size,
-              "fast": cfg.inference.fast, "weights": cfg.inference.weights}
-        if arm == "base":
-            with model.disable_adapter():
-                m = eval_loss(model, tokenizer, rows, **kw)
-        else:
-            m = eval_loss(model, tokenizer, rows, **kw)
+    # loss on the reference replies, masked as in training; both arms score each batch together
+    losses = eval_losses(model, tokenizer, rows, [None, model.active_adapter], max_length=cfg.train.max_seq_length,
+                         batch_size=cfg.train.per_device_eval_batch_size, fast=cfg.inference.fast,
+                         weights=cfg.inference.weights)
+    for arm, m in zip(("base", "tuned"), losses, strict=True):
         arm_stats[arm].update(eval_loss=m["loss"], perplexity=m["perplexity"], loss_tokens=m["tokens"])
     comparisons = {"tuned_vs_base": compare(records["base"], records["tuned"], n_resamples=n_boot)}
     if "few_shot" in arms:

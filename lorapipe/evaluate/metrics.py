@@ -21,7 +21,8 @@ from lorapipe.errors import DataError
 def eval_loss(model, tokenizer, rows: list[dict[str, Any]], *, max_length: int = 512, batch_size: int = 8,
               progress: Callable[[int], None] | None = None, fast: bool = True,
               weights: str = "fp32") -> dict[str, float | int]:
-    """Token-weighted loss and perplexity of ``model`` on canonical chat ``rows``.
+    """Token-weighted loss and perplexity of ``model`` (as it is: its active adapter, or none under
+    ``disable_adapter()``) on canonical chat ``rows``.
 
     ``fast``/``weights`` (``inference.*``): a Llama-family model on CPU runs lorapipe's decode path
     (:func:`lorapipe.decoding.generate.token_nll`) with those base weights, else transformers' forward.
@@ -31,6 +32,19 @@ def eval_loss(model, tokenizer, rows: list[dict[str, Any]], *, max_length: int =
     assistant tokens scored; rows whose reply was cut away entirely by ``max_length`` are ``dropped``.
     ``progress`` is called with the number of rows just scored. The model's train/eval mode is restored.
     """
+    return eval_losses(model, tokenizer, rows, None, max_length=max_length, batch_size=batch_size,
+                       progress=progress, fast=fast, weights=weights)[0]
+
+
+def eval_losses(model, tokenizer, rows: list[dict[str, Any]], adapters: list[str | None] | None, *,
+                max_length: int = 512, batch_size: int = 8, progress: Callable[[int], None] | None = None,
+                fast: bool = True, weights: str = "fp32") -> list[dict[str, float | int]]:
+    """:func:`eval_loss` of a PEFT model with each of ``adapters`` (None: the base, adapters disabled;
+    a name: that adapter, which must be the active one on transformers' path). On the fast path the
+    adapters score each batch together, sharing the layers below the first adapted one.
+    ``adapters=None``: the model as it is, once."""
+    import contextlib
+
     import torch
     import torch.nn.functional as F
 
@@ -49,37 +63,45 @@ def eval_loss(model, tokenizer, rows: list[dict[str, Any]], *, max_length: int =
         from lorapipe.decoding import generate as fast_path
 
         if fast_path.why_not(model) is None:
-            nll = partial(fast_path.token_nll, model, weights=weights)
-    total_nll, total_tokens = 0.0, 0
+            nll = partial(fast_path.token_nll, model, weights=weights, adapters=adapters)
+    arms = adapters if adapters is not None else [...]  # [...]: the model as it is
+    totals = [[0.0, 0] for _ in arms]
+
+    def hf(arm: Any, batch: dict[str, Any]) -> tuple[float, int]:
+        if arm is None:
+            scope = model.disable_adapter()
+        else:
+            if arm is not ... and arm != getattr(model, "active_adapter", arm):
+                raise ValueError(f"adapter {arm!r} is not the active one ({model.active_adapter!r})")
+            scope = contextlib.nullcontext()
+        with scope, torch.inference_mode():
+            logits = model(input_ids=batch["input_ids"].to(device),
+                           attention_mask=batch["attention_mask"].to(device)).logits
+        # Token t predicts token t+1; only positions whose *target* is an assistant token count.
+        labels = batch["labels"][:, 1:].to(device)
+        keep = labels != IGNORE
+        picked = logits[:, :-1][keep].float()
+        return float(F.cross_entropy(picked, labels[keep], reduction="sum")), int(keep.sum())
+
     was_training = model.training
     model.eval()
     try:
         for start in range(0, len(order), batch_size):
             batch = collate([features[i] for i in order[start:start + batch_size]])
-            if nll is not None:
-                part, count = nll(batch["input_ids"], batch["attention_mask"], batch["labels"])
-                total_nll, total_tokens = total_nll + part, total_tokens + count
-                if progress:
-                    progress(len(batch["input_ids"]))
-                continue
-            with torch.inference_mode():
-                logits = model(input_ids=batch["input_ids"].to(device),
-                               attention_mask=batch["attention_mask"].to(device)).logits
-            # Token t predicts token t+1; only positions whose *target* is an assistant token count.
-            labels = batch["labels"][:, 1:].to(device)
-            keep = labels != IGNORE
-            picked = logits[:, :-1][keep].float()
-            total_nll += float(F.cross_entropy(picked, labels[keep], reduction="sum"))
-            total_tokens += int(keep.sum())
+            parts = (nll(batch["input_ids"], batch["attention_mask"], batch["labels"]) if nll is not None
+                     else [hf(arm, batch) for arm in arms])
+            for total, (part, count) in zip(totals, parts, strict=True):
+                total[0] += part
+                total[1] += count
             if progress:
                 progress(len(batch["input_ids"]))
     finally:
         model.train(was_training)
     if progress and stats["dropped_no_labels"]:
         progress(stats["dropped_no_labels"])
-    if total_tokens == 0:
+    if totals[0][1] == 0:
         raise DataError(f"no assistant tokens left in {len(rows)} eval row(s) after truncation to "
                         f"{max_length} tokens; raise train.max_seq_length")
-    loss = total_nll / total_tokens
-    return {"loss": loss, "perplexity": math.exp(min(loss, 700.0)), "tokens": total_tokens,
-            "rows": len(features), "truncated": stats["truncated"], "dropped": stats["dropped_no_labels"]}
+    return [{"loss": nll_sum / tokens, "perplexity": math.exp(min(nll_sum / tokens, 700.0)), "tokens": tokens,
+             "rows": len(features), "truncated": stats["truncated"], "dropped": stats["dropped_no_labels"]}
+            for nll_sum, tokens in totals]

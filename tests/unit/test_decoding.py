@@ -220,6 +220,29 @@ def test_eval_loss_on_the_fast_path_equals_transformers(tiny):
     assert losses["base"] != pytest.approx(losses["tuned"], rel=1e-2)  # the adapter was applied (or not)
 
 
+@pytest.mark.parametrize("layers", [None, [1]])
+def test_both_arms_score_together_as_they_do_apart(tiny, tmp_path, layers):
+    """eval_losses([base, adapter]) in one pass per batch, the unadapted lower layers run once (``[1]``)."""
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    from lorapipe.evaluate.metrics import eval_loss, eval_losses
+
+    base, _, _, tok = tiny
+    adapter = build_tiny_adapter(base, tmp_path / "upper", r=4, seed=5, b_std=0.3, layers_to_transform=layers,
+                                 target_modules=["q_proj", "v_proj", "down_proj"])
+    peft = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base), adapter).eval()
+    rows = [{"messages": [*c, {"role": "assistant", "content": "Ann Lee " * (i % 3 + 1)}]} for i, c in enumerate(CONVS)]
+    for fast in (True, False):
+        together = eval_losses(peft, tok, rows, [None, "default"], batch_size=4, fast=fast)
+        with peft.disable_adapter():
+            apart = [eval_loss(peft, tok, rows, batch_size=4, fast=False)]
+        apart.append(eval_loss(peft, tok, rows, batch_size=4, fast=False))
+        for got, ref in zip(together, apart, strict=True):
+            assert got["loss"] == pytest.approx(ref["loss"], rel=1e-5) and got["tokens"] == ref["tokens"]
+        assert together[0]["loss"] != pytest.approx(together[1]["loss"], rel=1e-3)
+
+
 def test_int8_weights_decode_close_to_fp32(tiny):
     """int8 (opt-in): per-channel weights, activations quantized per step; prefill stays fp32."""
     _, _, model, tok = tiny
