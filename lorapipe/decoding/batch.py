@@ -172,10 +172,19 @@ class Batch:
         """Append ``other``'s rows; the shorter cache is left-padded so every row ends at the same column."""
         la, lb = self.mask.shape[1], other.mask.shape[1]
         width = max(la, lb)
+        mask = torch.cat([_pad_mask(self.mask, width), _pad_mask(other.mask, width)], dim=0)
+        if _own_layers(self.cache) and _own_layers(other.cache):
+            # rows straight into their place (grouped by adapter), padding and unused columns in one copy
+            order = _by_adapter(self.rows + other.rows)
+            self._rebuild([self.cache.layers, other.cache.layers], order, mask, width)
+            self.pos = torch.cat([self.pos, other.pos])[order]
+            self.rows = [(self.rows + other.rows)[i] for i in order]
+            self.next_ids = [(self.next_ids + other.next_ids)[i] for i in order]
+            return
         for mine, theirs in zip(self.cache.layers, other.cache.layers, strict=True):
             mine.keys = torch.cat([_pad_seq(mine.keys, width), _pad_seq(theirs.keys, width)], dim=0)
             mine.values = torch.cat([_pad_seq(mine.values, width), _pad_seq(theirs.values, width)], dim=0)
-        self.mask = torch.cat([_pad_mask(self.mask, width), _pad_mask(other.mask, width)], dim=0)
+        self.mask = mask
         self.pos = torch.cat([self.pos, other.pos])
         self.rows += other.rows
         self.next_ids += other.next_ids
@@ -183,6 +192,20 @@ class Batch:
 
     def keep(self, idx: list[int]) -> None:
         """Keep only the rows at ``idx``, then drop padding columns no remaining row attends to."""
+        if _own_layers(self.cache) and self.rows:
+            if idx != list(range(len(self.rows))):  # move a few kept rows into the holes instead of copying all
+                order = _fill_holes(self.rows, idx)
+                moves = [(src, dst) for dst, src in enumerate(order) if src != dst]
+                for layer in self.cache.layers:
+                    layer.move_rows(moves, len(order))
+                self.mask, self.pos = self.mask[order], self.pos[order]
+                self.rows = [self.rows[i] for i in order]
+                self.next_ids = [self.next_ids[i] for i in order]
+            # trimming unused left columns copies the cache: worth it once they are a quarter of it
+            if self.rows and (first := int(self.mask.any(dim=0).float().argmax())) * 4 >= self.mask.shape[1]:
+                order = list(range(len(self.rows)))
+                self._rebuild([self.cache.layers], order, self.mask, self.mask.shape[1])
+            return
         if idx != list(range(len(self.rows))):
             t = torch.tensor(idx, dtype=torch.long)
             self.cache.batch_select_indices(t)
@@ -195,6 +218,18 @@ class Batch:
                 for layer in self.cache.layers:
                     layer.keys, layer.values = layer.keys[:, :, first:], layer.values[:, :, first:]
                 self.mask = self.mask[:, first:]
+
+    def _rebuild(self, sources: list[list[Any]], order: list[int], mask: torch.Tensor, width: int) -> None:
+        """The cache and mask of rows ``order`` (indices over the sources' rows, in turn), each layer copied
+        once, from the first column some kept row uses."""
+        from lorapipe.decoding.kv import assemble
+
+        mask = mask[order]
+        first = int(mask.any(dim=0).float().argmax()) if order else 0
+        sizes = [int(layers[0].keys.shape[0]) for layers in sources]
+        picks = _picks(order, sizes)
+        self.cache.layers = [assemble(list(parts), picks, width, first) for parts in zip(*sources, strict=True)]
+        self.mask = mask[:, first:]
 
     def step(self, forward: Forward, stream: TextStream) -> None:
         """Feed each row its next token, sample the following one, and drop rows that finished."""
@@ -214,6 +249,41 @@ class Batch:
             else:
                 stream.push(row, tok)
         self.keep([i for i, r in enumerate(self.rows) if r.finish_reason is None])
+
+
+def _own_layers(cache: Any) -> bool:
+    from lorapipe.decoding.kv import KVLayer
+
+    layers = getattr(cache, "layers", None)
+    return bool(layers) and all(type(layer) is KVLayer for layer in layers)
+
+
+def _fill_holes(rows: list[Row], idx: list[int]) -> list[int]:
+    """The order of the kept rows ``idx`` (old indices) that moves fewest of them: rows stay grouped by
+    adapter (in ``_by_adapter`` order), a row already inside its group's new range stays where it is,
+    and the others fill the holes. The order within a group does not matter (rows are independent)."""
+    order: list[int] = []
+    for adapter in sorted({rows[i].adapter for i in idx}):
+        members = [i for i in idx if rows[i].adapter == adapter]
+        start, end = len(order), len(order) + len(members)
+        staying = {i for i in members if start <= i < end}
+        movers = iter(i for i in members if i not in staying)
+        order += [i if i in staying else next(movers) for i in range(start, end)]
+    return order
+
+
+def _picks(order: list[int], sizes: list[int]) -> list[tuple[int, int, int]]:
+    """``order`` (row indices over sources of ``sizes`` rows, one after another) as runs ``(source, start, end)``."""
+    bounds = [sum(sizes[:k]) for k in range(len(sizes) + 1)]
+    runs: list[tuple[int, int, int]] = []
+    for i in order:
+        src = next(k for k in range(len(sizes)) if i < bounds[k + 1])
+        row = i - bounds[src]
+        if runs and runs[-1][0] == src and runs[-1][2] == row:
+            runs[-1] = (src, runs[-1][1], row + 1)
+        else:
+            runs.append((src, row, row + 1))
+    return runs
 
 
 def plain_kv(cache: Any) -> bool:

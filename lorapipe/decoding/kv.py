@@ -54,10 +54,48 @@ class KVLayer:
         self._vlen += n
         return self.keys, self.values
 
+    def move_rows(self, moves: list[tuple[int, int]], rows: int) -> None:
+        """Copy row ``src`` to row ``dst`` for each ``(src, dst)`` (all read before any is written), then keep
+        the first ``rows`` rows (a view: nothing else is copied)."""
+        if moves:
+            src, dst = (torch.tensor(x) for x in zip(*moves, strict=True))
+            with torch.inference_mode():  # the buffers were made in a forward pass (inference tensors)
+                self._k[dst] = self._k[src]
+                self._v[dst] = self._v[src]
+        self._k, self._v = self._k[:rows], self._v[:rows]
+
     def select(self, idx: torch.Tensor) -> None:
         """Keep the rows at ``idx``: only the used columns are copied, into buffers with fresh headroom."""
         self._k = _take(self._k, self._klen, idx)
         self._v = _take(self._v, self._vlen, idx)
+
+
+def assemble(sources: list[KVLayer], picks: list[tuple[int, int, int]], width: int, first: int = 0) -> KVLayer:
+    """One layer made of rows of ``sources``, copied once: ``picks`` lists ``(source, first row, end row)``
+    in the new row order. Each source is right-aligned in ``width`` columns (left padding, zeros: masked,
+    and finite), and the columns before ``first`` are dropped. What joining two batches and dropping
+    finished rows do, without the chain of cat / pad / index_select copies of the whole cache."""
+    ref = sources[0]._k
+    rows = sum(end - start for _, start, end in picks)
+    cols = width - first
+    out = []
+    for name in ("_k", "_v"):
+        buf = ref.new_empty((rows, ref.shape[1], cols + HEADROOM, ref.shape[3]))
+        at = 0
+        for src, start, end in picks:
+            layer = sources[src]
+            used = layer._klen
+            pad = width - used  # columns of left padding this source gets
+            skip = max(0, first - pad)  # its own columns that fall before `first`
+            lead = max(0, pad - first)  # padding columns that remain
+            if lead:
+                buf[at:at + end - start, :, :lead].zero_()
+            buf[at:at + end - start, :, lead:cols] = getattr(layer, name)[start:end, :, skip:used]
+            at += end - start
+        out.append(buf)
+    layer = KVLayer.__new__(KVLayer)
+    layer._k, layer._v, layer._klen, layer._vlen = out[0], out[1], cols, cols
+    return layer
 
 
 class KVCache:

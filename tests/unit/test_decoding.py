@@ -328,3 +328,37 @@ def test_kv_layer_grows_in_place_and_copies_never_share_a_buffer():
     assert torch.equal(layer.keys[:, :, :3], k)  # the original is untouched
     cache.batch_select_indices(torch.tensor([1]))
     assert torch.equal(layer.keys[0, :, :3], k[1]) and cache.get_seq_length() == 3 + HEADROOM + 5
+
+
+def test_assembled_layers_equal_padding_joining_and_selecting():
+    """kv.assemble (one copy) gives what left-padding, cat, index_select and trimming give."""
+    from lorapipe.decoding.batch import _picks, _pad_seq
+    from lorapipe.decoding.kv import assemble
+
+    g = torch.Generator().manual_seed(0)
+    a = KVLayer(torch.randn(3, 2, 5, 4, generator=g), torch.randn(3, 2, 5, 4, generator=g))
+    b = KVLayer(torch.randn(2, 2, 8, 4, generator=g), torch.randn(2, 2, 8, 4, generator=g))
+    a.append(torch.ones(3, 2, 1, 4), torch.ones(3, 2, 1, 4))  # 6 used columns, spare ones after them
+    order, first = [3, 0, 4, 2], 1  # rows over a (0-2) then b (3-4); a's padding starts at column 0 of 8
+    got = assemble([a, b], _picks(order, [3, 2]), 8, first)
+    for name in ("keys", "values"):
+        joined = torch.cat([_pad_seq(getattr(a, name), 8), _pad_seq(getattr(b, name), 8)])
+        assert torch.equal(getattr(got, name), joined[order][:, :, first:])
+    assert _picks(order, [3, 2]) == [(1, 0, 1), (0, 0, 1), (1, 1, 2), (0, 2, 3)]
+    got.append(torch.zeros(4, 2, 1, 4), torch.zeros(4, 2, 1, 4))  # it has room to grow in place
+    assert got.keys.shape == (4, 2, 8, 4)
+
+
+def test_dropping_rows_moves_few_and_keeps_adapters_grouped():
+    from types import SimpleNamespace
+
+    from lorapipe.decoding.batch import _fill_holes
+
+    rows = [SimpleNamespace(adapter=a) for a in "aaaabbbcc"]
+    order = _fill_holes(rows, [0, 2, 3, 4, 6, 7, 8])  # rows 1 (a) and 5 (b) finished
+    assert [rows[i].adapter for i in order] == list("aaabbcc")
+    assert sorted(order) == [0, 2, 3, 4, 6, 7, 8] and order[0] == 0
+    assert sum(src != dst for dst, src in enumerate(order)) <= 4  # not every row after the first hole
+    layer = KVLayer(torch.arange(9.0).view(9, 1, 1, 1).expand(9, 1, 2, 1), torch.zeros(9, 1, 2, 1))
+    layer.move_rows([(src, dst) for dst, src in enumerate(order) if src != dst], len(order))
+    assert layer.keys[:, 0, 0, 0].tolist() == [float(i) for i in order]
