@@ -254,19 +254,20 @@ def test_cancel_kills_the_running_job(server, tmp_path):
 
 def test_pause_stops_at_a_checkpoint_and_resume_finishes(server, tmp_path):
     c = server.client(ALICE)
-    job = start_job(c, write_rows(tmp_path / "train.jsonl", 10), epochs=5)
+    # 15 epochs, 135 steps: with 5 (45 steps) a CI run once finished them all before the pause landed
+    job = start_job(c, write_rows(tmp_path / "train.jsonl", 10), epochs=15)
     first_metrics(c, job.id)
     c.fine_tuning.jobs.pause(job.id)
     paused = wait_for(c, job.id, lambda j: j.status == "paused", timeout=120)
     at = max(k.step_number for k in c.fine_tuning.jobs.checkpoints.list(paused.id))
-    assert at < 45  # stopped early, with a checkpoint of the step it stopped at
+    assert at < 135  # stopped early, with a checkpoint of the step it stopped at
     c.fine_tuning.jobs.resume(job.id)
     done = wait_for(c, job.id, lambda j: j.status == "succeeded")
     events = list(c.fine_tuning.jobs.list_events(done.id, limit=1000))
     assert any(e.level == "warn" and e.message.startswith("resuming from") and e.message.endswith(f"checkpoint-{at}")
                for e in events)
     steps = [e.data["step"] for e in events if e.type == "metrics" and e.data.get("valid_loss") is None]
-    assert sorted(steps) == list(range(1, 46))  # every step once: nothing redone, nothing skipped
+    assert sorted(steps) == list(range(1, 136))  # every step once: nothing redone, nothing skipped
     messages = [e.message for e in events]
     assert "The job was paused" in messages and any(m.startswith("The job was resumed") for m in messages)
 
