@@ -8,8 +8,9 @@ while it runs, so the server decodes itself:
   batching): both KV caches are left-padded to the same length and concatenated;
 * :meth:`Batch.step` feeds every row its last token, samples the next one per row (greedy, or
   temperature/top-p with the row's own seeded generator) and streams the new text to the row's sink;
-* finished rows leave the batch at once (:meth:`Cache.batch_select_indices`) and the padding
-  columns no row needs any more are trimmed, so one long answer does not slow the others down;
+* finished rows leave the batch at once and the padding columns no row needs any more are trimmed,
+  so one long answer does not slow the others down; with lorapipe's own KV layers a few kept rows
+  move into the holes (not the whole cache) and trimming waits until a quarter of the columns are unused;
 * rows are kept grouped by adapter, so a LoRA layer sees one contiguous run of rows per adapter.
 
 Streaming text is decoded from the whole token list each step and only the part that can no longer
@@ -191,7 +192,8 @@ class Batch:
         self.keep(_by_adapter(self.rows))
 
     def keep(self, idx: list[int]) -> None:
-        """Keep only the rows at ``idx``, then drop padding columns no remaining row attends to."""
+        """Keep only the rows at ``idx``, then drop padding columns no remaining row attends to. With
+        lorapipe's KV layers the kept rows may change places within their adapter's group."""
         if _own_layers(self.cache) and self.rows:
             if idx != list(range(len(self.rows))):  # move a few kept rows into the holes instead of copying all
                 order = _fill_holes(self.rows, idx)

@@ -119,8 +119,8 @@ def generate(model: Any, tokenizer: Any, prompts: list[list[int]], *, max_new_to
     spent = {id(r): 0.0 for r in rows}
     with torch.inference_mode():
         shared = _shared_prefix(forward, rows)
-        # rows join in groups of a quarter batch: each merge (and each drop of a finished row) copies
-        # the running batch's whole KV cache, so one join per free place cost a third of the A/B
+        # rows join in groups of a quarter batch: each merge copies the running batch's whole KV cache
+        # once, so one join per free place cost a third of the A/B (when drops copied it too)
         group = max(1, batch_size // 4)
         while pending or (batch is not None and len(batch)):
             running = len(batch) if batch is not None else 0
