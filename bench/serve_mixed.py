@@ -20,7 +20,7 @@ with their targets: mixed/merged >= 0.8 and mixed/swapping >= 3. The mixed and m
 interleaved, --repeats times each (default 5), and the median and the fastest run are both printed,
 so a busy moment on a shared machine does not decide the ratio; the per-CPU-second ratio moves
 least with other jobs. On a CPU shared with other jobs pass --threads 1 (OpenMP threads competing
-for cores are ~20x slower). The engines decode on the fast path (inference.weights: --weights).
+for cores are ~20x slower). The engines decode on the fast path (inference.weights: --weights, auto by default).
 """
 
 from __future__ import annotations
@@ -36,6 +36,7 @@ sys.path.insert(0, str(ROOT))
 
 import torch
 
+from lorapipe.decoding.llama import resolve_weights
 from lorapipe.decoding.batch import SamplingParams
 from lorapipe.serve.adapters import DirectoryAdapterSource
 from lorapipe.serve.engine import Engine
@@ -95,7 +96,8 @@ def main() -> None:
     ap.add_argument("--adapters", type=int, default=8)
     ap.add_argument("--batch", type=int, default=16, help="serve.max_batch_size")
     ap.add_argument("--repeats", type=int, default=5, help="interleaved runs per engine arm (median and best)")
-    ap.add_argument("--weights", default="fp16", choices=["fp16", "fp32"], help="inference.weights of the engines")
+    ap.add_argument("--weights", default="auto", choices=["auto", "bf16", "fp16", "fp32", "int8"],
+                    help="inference.weights of the engines (auto: bf16 with AMX, else fp16)")
     ap.add_argument("--kernel", default="stacked", choices=["stacked", "peft"],
                     help="how mixed batches apply LoRA (serve's --lora-kernel)")
     ap.add_argument("--hidden", type=int, default=1024, help="hidden size of the tiny base")
@@ -161,7 +163,7 @@ def main() -> None:
     model = args.model or f"tiny llama (hidden {args.hidden}, {args.layers} layers)"
     print(f"model: {model}; {args.requests} requests x "
           f"{args.max_tokens} tokens over {args.adapters} adapters (r=16, all projections), batch {args.batch}, "
-          f"kernel {args.kernel}, weights {args.weights}, {torch.get_num_threads()} threads, {args.repeats} repeats")
+          f"kernel {args.kernel}, weights {args.weights} ({resolve_weights(args.weights)}), {torch.get_num_threads()} threads, {args.repeats} repeats")
     print(f"{'':9s}{'median tok/s':>13s} {'best tok/s':>11s} {'tok/CPU-s':>10s}")
     print(f"mixed    {mixed[0]:13.1f} {mixed[1]:11.1f} {mixed[2]:10.1f}")
     print(f"merged   {merged[0]:13.1f} {merged[1]:11.1f} {merged[2]:10.1f}")
