@@ -36,8 +36,8 @@ sys.path.insert(0, str(ROOT))
 
 import torch
 
-from lorapipe.decoding.llama import resolve_weights
 from lorapipe.decoding.batch import SamplingParams
+from lorapipe.decoding.llama import resolve_weights
 from lorapipe.serve.adapters import DirectoryAdapterSource
 from lorapipe.serve.engine import Engine
 from lorapipe.testing import build_tiny_adapter, build_tiny_model
@@ -163,7 +163,8 @@ def main() -> None:
     model = args.model or f"tiny llama (hidden {args.hidden}, {args.layers} layers)"
     print(f"model: {model}; {args.requests} requests x "
           f"{args.max_tokens} tokens over {args.adapters} adapters (r=16, all projections), batch {args.batch}, "
-          f"kernel {args.kernel}, weights {args.weights} ({resolve_weights(args.weights)}), {torch.get_num_threads()} threads, {args.repeats} repeats")
+          f"kernel {args.kernel}, weights {args.weights} ({resolve_weights(args.weights)}), "
+          f"{torch.get_num_threads()} threads, {args.repeats} repeats")
     print(f"{'':9s}{'median tok/s':>13s} {'best tok/s':>11s} {'tok/CPU-s':>10s}")
     print(f"mixed    {mixed[0]:13.1f} {mixed[1]:11.1f} {mixed[2]:10.1f}")
     print(f"merged   {merged[0]:13.1f} {merged[1]:11.1f} {merged[2]:10.1f}")

@@ -138,4 +138,5 @@ def _generate_fast(model, tokenizer, encoded: list[list[int]], *, weights: str, 
         out = fast_path.generate(model, tokenizer, encoded, weights=weights, **kwargs)
     finally:
         model.train(was_training)
-    return [Generation(text.strip(), len(ids), n, seconds) for (text, n, seconds), ids in zip(out, encoded, strict=True)]
+    return [Generation(text.strip(), len(ids), n, seconds)
+            for (text, n, seconds), ids in zip(out, encoded, strict=True)]

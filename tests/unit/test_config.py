@@ -55,7 +55,8 @@ def test_defaults_are_the_guides(tmp_path):
      "evaluate.extra_sets: check-set names must be unique; repeated: a"),
     ("evaluate:\n  extra_sets: [{name: a, fil: a.jsonl}]\n", "evaluate.extra_sets.0.fil: unknown field"),
     ("evaluate:\n  extra_sets: [{name: 'a b', file: a.jsonl}]\n", "evaluate.extra_sets.0.name: String should match"),
-    ("inference:\n  weights: int4\n", "pipeline.yaml:8: inference.weights: Input should be 'auto', 'bf16', 'fp16', 'fp32' or 'int8'"),
+    ("inference:\n  weights: int4\n",
+     "pipeline.yaml:8: inference.weights: Input should be 'auto', 'bf16', 'fp16', 'fp32' or 'int8'"),
     ("inference:\n  fats: false\n", "inference.fats: unknown field; did you mean `fast`?"),
 ])
 def test_bad_field_messages(tmp_path, extra, expected):

@@ -332,7 +332,7 @@ def test_kv_layer_grows_in_place_and_copies_never_share_a_buffer():
 
 def test_assembled_layers_equal_padding_joining_and_selecting():
     """kv.assemble (one copy) gives what left-padding, cat, index_select and trimming give."""
-    from lorapipe.decoding.batch import _picks, _pad_seq
+    from lorapipe.decoding.batch import _pad_seq, _picks
     from lorapipe.decoding.kv import assemble
 
     g = torch.Generator().manual_seed(0)
