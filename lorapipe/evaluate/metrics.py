@@ -64,16 +64,16 @@ def eval_losses(model, tokenizer, rows: list[dict[str, Any]], adapters: list[str
 
         if fast_path.why_not(model) is None:
             nll = partial(fast_path.token_nll, model, weights=weights, adapters=adapters)
-    arms = adapters if adapters is not None else [...]  # [...]: the model as it is
+    explicit = adapters is not None  # else: one arm, the model as it is
+    arms = adapters if adapters is not None else [None]
     totals = [[0.0, 0] for _ in arms]
 
-    def hf(arm: Any, batch: dict[str, Any]) -> tuple[float, int]:
-        if arm is None:
+    def hf(arm: str | None, batch: dict[str, Any]) -> tuple[float, int]:
+        scope: Any = contextlib.nullcontext()
+        if explicit and arm is None:
             scope = model.disable_adapter()
-        else:
-            if arm is not ... and arm != getattr(model, "active_adapter", arm):
-                raise ValueError(f"adapter {arm!r} is not the active one ({model.active_adapter!r})")
-            scope = contextlib.nullcontext()
+        elif explicit and arm != getattr(model, "active_adapter", arm):
+            raise ValueError(f"adapter {arm!r} is not the active one ({model.active_adapter!r})")
         with scope, torch.inference_mode():
             logits = model(input_ids=batch["input_ids"].to(device),
                            attention_mask=batch["attention_mask"].to(device)).logits
