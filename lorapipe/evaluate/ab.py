@@ -1,8 +1,9 @@
 """A/B evaluation: the base model against the tuned adapter, on the same held-out inputs and rubric.
 
 One model object serves both arms: ``model`` is a :class:`peft.PeftModel` (the adapter on the base);
-the base arm runs under ``with model.disable_adapter():``, so memory holds a single copy of the base
-weights. Both arms get the same messages (the eval row's system prompt and input) and the same
+the base arm's rows take no adapter (PEFT's ``__base__`` rows), so memory holds a single copy of the
+base weights, and every arm's rows (eval split and check sets) decode side by side in one batch. Both
+arms get the same messages (the eval row's system prompt and input) and the same
 decoding settings (``evaluate.*``); an optional third arm is the base with a few-shot prompt.
 
 Every answer is scored with :func:`lorapipe.data.rubric.score_outputs`. Per input, the tuned answer
@@ -261,9 +262,9 @@ def run(cfg: PipelineConfig, model: Any, tokenizer: Any, eval_rows: list[Row], o
         extra_sets: dict[str, list[dict[str, Any]]] | None = None) -> Manifest:
     """Evaluate base vs tuned on ``eval_rows`` (canonical chat rows) and write the results to ``out_dir``.
 
-    ``model`` is a ``peft.PeftModel``: the tuned arm runs with its adapter, the base arm under
-    ``model.disable_adapter()``. ``judge`` (an :class:`lorapipe.llm.base.LLM` or None) scores with the
-    rubric and, with ``evaluate.pairwise_judge``, compares pairs. The few-shot arm runs when
+    ``model`` is a ``peft.PeftModel``: the tuned arm runs with its active adapter, the base arm without it
+    (for the losses, as under ``model.disable_adapter()``). ``judge`` (an :class:`lorapipe.llm.base.LLM`
+    or None) scores with the rubric and, with ``evaluate.pairwise_judge``, compares pairs. The few-shot arm runs when
     ``few_shot_messages`` is given (example turns put before the input) or when ``evaluate.few_shot_arm``
     is set and ``teacher.few_shot`` has examples. ``trainer_log`` (the HF trainer's ``log_history``) and
     ``probe`` (``probe.json``) only feed the plots of ``report.html``. ``progress`` is advanced once per
