@@ -51,6 +51,15 @@ def why_not(model: Any) -> str | None:
     return reason
 
 
+def _split(model: Any) -> tuple[Any, PeftRows | None, str | None]:
+    """``(plain HF model, its LoRA rows or None, the active adapter or None)`` of a plain or PEFT model."""
+    if not _has_lora(model):  # else: a PeftModel, or a model PEFT injected adapters into
+        return model, None, None
+    found = peft_table(model)
+    assert not isinstance(found, str), found
+    return _base(model), *found
+
+
 def _base(model: Any) -> Any:
     return model.get_base_model() if hasattr(model, "get_base_model") else model
 
@@ -73,15 +82,8 @@ def generate(model: Any, tokenizer: Any, prompts: list[list[int]], *, max_new_to
     ``adapter_names[i]`` (a PEFT adapter name, or ``"__base__"``) picks row ``i``'s adapter; by default
     every row takes the PEFT model's active adapter, or none under ``disable_adapter()``. ``copy_from[i]``:
     row ``i``'s JSON string values must be pieces of that text (:mod:`lorapipe.decoding.grounded`)."""
-    lora: PeftRows | None = None
-    base = model
-    default = BASE
-    if _has_lora(model):  # a PeftModel, or a model PEFT injected adapters into
-        base = _base(model)
-        found = peft_table(model)
-        assert not isinstance(found, str), found
-        lora, active = found
-        default = active or BASE
+    base, lora, active = _split(model)
+    default = active or BASE
     fast = fast_model(base, weights)
 
     def forward(ids: torch.Tensor, mask: torch.Tensor, pos: torch.Tensor, cache: Any,
@@ -153,14 +155,7 @@ def token_nll(model: Any, ids: torch.Tensor, mask: torch.Tensor, labels: torch.T
     :func:`why_not` first."""
     import torch.nn.functional as F
 
-    lora: PeftRows | None = None
-    base = model
-    active = None
-    if _has_lora(model):
-        base = _base(model)
-        found = peft_table(model)
-        assert not isinstance(found, str), found
-        lora, active = found
+    base, lora, active = _split(model)
     adapters = [active] if adapters is None else adapters
     b = ids.shape[0]
     if lora is not None:

@@ -180,14 +180,14 @@ class _Linear:
     def __call__(self, x: torch.Tensor) -> list[torch.Tensor]:
         if self.mode == "bf16" and x.shape[0] >= _BF16_ROWS:
             out = F.linear(x.to(torch.bfloat16), self.packed).float()
-            return list(out.split(self.splits, dim=1)) if len(self.splits) > 1 else [out]
-        if self.packed is not None and x.shape[0] < _PREFILL_ROWS:
+        elif self.packed is not None and x.shape[0] < _PREFILL_ROWS:
             if self.mode in ("fp16", "bf16"):
                 out = torch.ops.quantized.linear_dynamic_fp16(x, self.small if self.mode == "bf16" else self.packed)
             else:  # activations take 7 bits (reduce_range), as PyTorch's dynamic quantization does on x86
                 out = torch.ops.quantized.linear_dynamic(x, self.packed, True)
-            return list(out.split(self.splits, dim=1)) if len(self.splits) > 1 else [out]
-        return [F.linear(x, w) for w in self.weights]
+        else:
+            return [F.linear(x, w) for w in self.weights]
+        return list(out.split(self.splits, dim=1)) if len(self.splits) > 1 else [out]
 
 
 class FastLlama:
