@@ -153,6 +153,28 @@ def test_adapter_math_matches_peft(world, engine, lora_kwargs):
         assert not engine._peft.peft_config
 
 
+def test_a_pass_of_adapters_on_different_modules_gives_each_row_peft_logits(world, engine):
+    """Three adapter runs in one pass take the grouped kernel (one bmm for the A of q/k/v, one for gate/up):
+    adapters of different ranks on different modules (a group partly adapted) give every row PEFT's logits."""
+    kinds = {"grp-qv": {"r": 4, "target_modules": ["q_proj", "v_proj"]},
+             "grp-all": {"r": 8},
+             "grp-mlp": {"r": 6, "target_modules": ["gate_proj", "down_proj"]}}
+    paths = {name: world.add_version(name, seed=20 + i, b_std=0.05, **kw) for i, (name, kw) in enumerate(kinds.items())}
+    prompt = engine.encode_chat(QUESTION)
+    engine.generate("ad0", prompt, [GREEDY])  # wraps the layers: the next adapters take the fast path
+    leases = [engine.acquire(name) for name in kinds]
+    ids = torch.tensor([prompt] * len(leases))
+    mask = torch.ones_like(ids)
+    try:
+        logits = engine._call(lambda: engine._forward(ids, mask, mask.cumsum(-1) - 1, None,
+                                                      [lease.adapter for lease in leases]))[0]
+    finally:
+        for lease in leases:
+            lease.release()
+    for row, (name, path) in enumerate(paths.items()):
+        assert torch.allclose(logits[row], peft_logits(world, path, prompt), atol=1e-4), name
+
+
 def test_embedding_lora_needs_the_peft_kernel(world, engine):
     world.add_version("emb", seed=12, target_modules=["q_proj", "embed_tokens"])
     prompt = engine.encode_chat(QUESTION)
