@@ -191,10 +191,12 @@ class StackedLoRA:
         their low-rank products; None if no adapter touches any of them
         (:class:`lorapipe.decoding.llama.StackedRows`: many runs in a pass take batched matmuls).
 
-        These are contiguous copies of the stacks over every slot, made on first use after an adapter is
-        added or removed and then only sliced: a decode step asks for the same layers again. On SmolLM2 at
-        8 adapters x 2 rows they take a step's LoRA from ~10 to ~7.5 ms against transposed views of the
-        stacks, one ``bmm`` per A (``bench/serve_mixed.py``)."""
+        These are contiguous copies of the stacks over every slot (a second copy of the loaded adapters'
+        weights), made on first use after an adapter is added or removed and then only sliced: a decode
+        step asks for the same layers again. On SmolLM2 at 8 adapters x 2 rows, with the stacks in cache,
+        they take a step's LoRA from ~10 to ~7.5 ms against transposed views and one ``bmm`` per A; in the
+        server, beside the base weights, the stacks stream from memory and the step gains less
+        (``bench/serve_mixed.py``: mixed/merged 0.74x -> 0.76x in bf16)."""
         key = (layer, names)
         if key not in self._fused:
             tracked = [m if hasattr(m, "_lp_A") else None for m in modules]
