@@ -15,7 +15,7 @@ own tensors and rotary embedding, with:
 * the KV cache of :mod:`lorapipe.decoding.kv` (a decode step writes its column in place);
 * LoRA deltas in fp32 on the side, exactly as PEFT computes them: ``x @ A^T @ (B * scaling)^T``
   per run of rows sharing an adapter (:class:`LoraRows`), so many adapters share one batch; with
-  many runs and the server's stacked adapters, batched matmuls serve them all (:class:`_Grouped`).
+  many runs and the server's stacked adapters, two batched matmuls serve them all (:class:`_Grouped`).
 
 The call matches :data:`lorapipe.decoding.batch.Forward` plus the LoRA rows.
 :func:`unsupported` says why a model cannot take this path (the caller then uses transformers').
@@ -54,21 +54,19 @@ class LoraRows(Protocol):
 class StackedRows(LoraRows, Protocol):
     """LoRA rows whose adapters sit in slots of per-layer stacks (the server's): keys are slot numbers."""
 
-    def group(self, modules: Sequence[torch.nn.Module], layer: int, names: tuple[str, ...], lo: int,
-              hi: int) -> tuple[torch.Tensor, list[torch.Tensor | None]] | None:
-        """For ``modules``, which share their input (q/k/v, gate/up, or one module): ``(A^T [hi-lo, in, sum r],
-        [(B * scaling)^T [hi-lo, r, out], or None, per module])`` of slots ``lo..hi-1``, the adapted modules'
-        A^T side by side in ``modules``' order; None if no adapter touches any of them."""
+    def stacks(self, module: torch.nn.Module, layer: int, proj: str, lo: int,
+               hi: int) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """``(A^T [hi-lo, in, r], (B * scaling)^T [hi-lo, r, out])`` of slots ``lo..hi-1`` for ``module``, or None
+        if not adapted."""
 
 
 @dataclass
 class _Grouped:
-    """A pass's rows gathered per adapter slot, so all adapters take the same batched matmuls.
+    """A pass's rows gathered per adapter slot, so each projection takes two batched matmuls for all adapters.
 
     Slots ``lo..hi-1`` each get ``width`` token rows (a slot with fewer, or none, is padded with a zero
     row, whose delta is zero): ``x[src]`` viewed ``[hi-lo, width, in]``, then ``bmm`` with the slots' A^T
-    (of all projections reading ``x`` at once) and each projection's (B*s)^T, and the result added back
-    at ``dst``. ``src`` is None when the rows already are in that
+    and (B*s)^T, and the result added back at ``dst``. ``src`` is None when the rows already are in that
     order (every row adapted, equal runs): then ``x`` and the output are only viewed."""
 
     lo: int
@@ -93,18 +91,15 @@ class _Grouped:
         index = torch.tensor(src)
         return cls(lo, hi, width, index, index.masked_fill(index == pad, 0))
 
-    def add(self, x: torch.Tensor, a_t: torch.Tensor, outs: list[tuple[torch.Tensor, torch.Tensor]]) -> None:
-        """``out += delta`` for each ``(out, (B*s)^T)``: one ``bmm`` with ``a_t`` (the outs' A^T side by side, over
-        slots ``lo..hi-1``) gives every out's low-rank product, then one more per out."""
+    def add(self, x: torch.Tensor, outs: list[tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]]) -> None:
+        """``out += delta`` for each ``(out, (A^T, (B*s)^T))``, the stacks' views over slots ``lo..hi-1``."""
         n = self.hi - self.lo
         if self.src is None:
             xs = x.view(n, self.width, -1)
         else:
             xs = torch.cat([x, x.new_zeros((1, x.shape[1]))]).index_select(0, self.src).view(n, self.width, -1)
-        lows = torch.bmm(xs, a_t)  # [slots, width, sum r]
-        r0 = 0
-        for out, b_t in outs:
-            low, r0 = lows[..., r0:r0 + b_t.shape[1]], r0 + b_t.shape[1]
+        for out, (a_t, b_t) in outs:
+            low = torch.bmm(xs, a_t)  # [slots, width, r]
             if self.dst is None and out.is_contiguous():
                 out.view(n, self.width, -1).baddbmm_(low, b_t)
             elif self.dst is None:  # a column slice of q/k/v or gate/up: in-place baddbmm would copy it
@@ -275,7 +270,7 @@ class FastLlama:
                              for _ in self.blocks])
         segments = list(lora.segments) if lora is not None else []
         grouped = None
-        if len(segments) >= _GROUPED_RUNS and hasattr(lora, "group"):
+        if len(segments) >= _GROUPED_RUNS and hasattr(lora, "stacks"):
             grouped = _Grouped.of(segments, s, b * copies)
         fork = self._first_adapted(lora) if copies > 1 and segments else len(self.blocks)
         for i, (block, lin) in enumerate(zip(self.blocks, self.linears, strict=True)):
@@ -341,13 +336,12 @@ def _add_lora(x: torch.Tensor, outs: tuple[torch.Tensor, ...], modules: tuple[An
     """out[rows of a] += (x[rows of a] @ A^T) @ (B * scaling)^T for each adapter run, in place.
 
     The projections in ``outs`` share the input ``x`` (q/k/v, gate/up): each run's rows are cut once.
-    With ``grouped`` (many runs, stacked adapters) every run is served by the same batched matmuls: one for
-    the A of all ``outs``, one per out for its B."""
+    With ``grouped`` (many runs, stacked adapters) every run is served by the same two batched matmuls."""
     if grouped is not None:
-        found = lora.group(modules, layer, names, grouped.lo, grouped.hi)
-        if found is not None:
-            a_t, bs = found
-            grouped.add(x, a_t, [(out, b_t) for out, b_t in zip(outs, bs, strict=True) if b_t is not None])
+        stacked = [(out, pair) for out, module, name in zip(outs, modules, names, strict=True)
+                   if (pair := lora.stacks(module, layer, name, grouped.lo, grouped.hi)) is not None]
+        if stacked:
+            grouped.add(x, stacked)
         return
     tables = [(out, views) for out, module, name in zip(outs, modules, names, strict=True)
               if (views := lora.views(module, layer, name)) is not None]

@@ -12,8 +12,7 @@ small matmuls per adapter present and reads each adapter's weights once, with no
 
 On the fast decode path (:mod:`lorapipe.decoding.llama`), a pass with three or more adapter runs
 instead gathers its rows per slot and takes two ``bmm`` over the stacks' slot range for all of them
-(:meth:`StackedLoRA.group`): 0.22 ms a layer instead of 0.50 at 8 adapters; one ``bmm`` computes the
-low-rank products of all projections reading the same input (q/k/v, gate/up).
+(:meth:`StackedLoRA.stacks`): 0.22 ms a layer instead of 0.50 at 8 adapters.
 
 Loading is a copy into a free slot. PEFT wraps a layer the first time some adapter targets it (and
 loads that adapter, which checks its state dict); afterwards new adapters for already-wrapped
@@ -74,7 +73,6 @@ class StackedLoRA:
         self.capacity = 0
         self.layers: list[Any] = []
         self.segments: list[tuple[int, int, int]] = []  # (slot, first row, end row) of the current pass
-        self._fused: dict[tuple[int, tuple[str, ...]], Any] = {}  # see group(); emptied when a slot changes
 
     # ------------------------------------------------------------------ loading
     def plan(self, model: Any, config: Any, weights: dict[str, torch.Tensor], path: Any) -> tuple[list[_Part], bool]:
@@ -155,11 +153,9 @@ class StackedLoRA:
                 mod._lp_B[slot, :, :r] = part.b
                 mod._lp_B[slot, :, :r] *= part.scaling
         self.slots[internal] = slot
-        self._fused.clear()
 
     def remove(self, internal: str) -> None:
         slot = self.slots.pop(internal, None)
-        self._fused.clear()
         if slot is not None:
             for mod in self.layers:  # a stale slot must never leak into the next adapter placed there
                 mod._lp_A[slot].zero_()
@@ -184,30 +180,17 @@ class StackedLoRA:
         :class:`lorapipe.decoding.llama.LoraRows`, with :attr:`segments`)."""
         return getattr(module, "_lp_views", None)
 
-    def group(self, modules: Any, layer: int, names: tuple[str, ...], lo: int,
-              hi: int) -> tuple[torch.Tensor, list[torch.Tensor | None]] | None:
-        """``(A^T [hi-lo, in, sum r], [(B*s)^T [hi-lo, r, out], or None, per module])``: slots ``lo..hi-1`` of
-        ``modules`` (which share their input), the adapted ones' A^T side by side, so one ``bmm`` gives all
-        their low-rank products; None if no adapter touches any of them
-        (:class:`lorapipe.decoding.llama.StackedRows`: many runs in a pass take batched matmuls).
-
-        These are contiguous copies of the stacks over every slot (a second copy of the loaded adapters'
-        weights), made on first use after an adapter is added or removed and then only sliced: a decode
-        step asks for the same layers again. On SmolLM2 at 8 adapters x 2 rows, with the stacks in cache,
-        they take a step's LoRA from ~10 to ~7.5 ms against transposed views and one ``bmm`` per A; in the
-        server, beside the base weights, the stacks stream from memory and the step gains less
-        (``bench/serve_mixed.py``: mixed/merged 0.74x -> 0.76x in bf16)."""
-        key = (layer, names)
-        if key not in self._fused:
-            tracked = [m if hasattr(m, "_lp_A") else None for m in modules]
-            self._fused[key] = None if all(m is None for m in tracked) else (
-                torch.cat([m._lp_A.transpose(1, 2) for m in tracked if m is not None], dim=2).contiguous(),
-                [m._lp_B.transpose(1, 2).contiguous() if m is not None else None for m in tracked])
-        found = self._fused[key]
-        if found is None:
+    def stacks(self, module: Any, layer: int, proj: str, lo: int, hi: int) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """``(A^T [hi-lo, in, r], (B*s)^T [hi-lo, r, out])``: slots ``lo..hi-1`` of ``module``, or None if no adapter
+        touches it (:class:`lorapipe.decoding.llama.StackedRows`: many runs in a pass take batched matmuls).
+        The views are kept until the stacks are reallocated: a decode step asks for the same range again."""
+        ranges = getattr(module, "_lp_ranges", None)
+        if ranges is None:
             return None
-        a_t, bs = found
-        return a_t[lo:hi], [b[lo:hi] if b is not None else None for b in bs]
+        pair = ranges.get((lo, hi))
+        if pair is None:
+            pair = ranges[lo, hi] = (module._lp_A[lo:hi].transpose(1, 2), module._lp_B[lo:hi].transpose(1, 2))
+        return pair
 
     # ------------------------------------------------------------------ storage
     def _track(self, mod: Any) -> None:
@@ -222,6 +205,7 @@ class StackedLoRA:
     def _views(mod: Any) -> None:
         """Per-slot ``(A^T, (B*s)^T)`` views, built once per allocation: the forward pass only indexes a list."""
         mod._lp_views = [(mod._lp_A[s].t(), mod._lp_B[s].t()) for s in range(mod._lp_A.shape[0])]
+        mod._lp_ranges = {}  # (lo, hi) -> the stacks' views over those slots (see stacks)
 
     def _widen(self, mod: Any, r: int) -> None:
         a = mod._lp_A.new_zeros((mod._lp_A.shape[0], r, mod._lp_A.shape[2]))

@@ -154,8 +154,9 @@ def test_adapter_math_matches_peft(world, engine, lora_kwargs):
 
 
 def test_a_pass_of_adapters_on_different_modules_gives_each_row_peft_logits(world, engine):
-    """Three adapter runs in one pass take the grouped kernel (one bmm for the A of q/k/v, one for gate/up):
-    adapters of different ranks on different modules (a group partly adapted) give every row PEFT's logits."""
+    """Three adapter runs in one pass take the grouped kernel (batched matmuls over the stacked slots):
+    adapters of different ranks on different modules (q/k/v or gate/up partly adapted) give every row
+    PEFT's logits."""
     kinds = {"grp-qv": {"r": 4, "target_modules": ["q_proj", "v_proj"]},
              "grp-all": {"r": 8},
              "grp-mlp": {"r": 6, "target_modules": ["gate_proj", "down_proj"]}}

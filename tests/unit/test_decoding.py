@@ -124,9 +124,8 @@ class _Slots:
 
 
 class _StackedSlots(_Slots):
-    def group(self, modules, layer, names, lo, hi):
-        return (torch.cat([self.a[m][lo:hi].transpose(1, 2) for m in modules], dim=2),
-                [self.b[m][lo:hi].transpose(1, 2) for m in modules])
+    def stacks(self, module, layer, proj, lo, hi):
+        return self.a[module][lo:hi].transpose(1, 2), self.b[module][lo:hi].transpose(1, 2)
 
 
 @pytest.mark.parametrize("segments", [
