@@ -18,6 +18,14 @@ Each way prints seconds (generation, losses, total; wall and CPU), exact match p
 the losses; then, against the ``fp32`` way measured in this run, how many answers are identical per
 arm, and the speed ratios against ``apart-fp16``. The engine's internals (KV cache, prefill passes) are
 today's in every way, so the ratio is what the stage's choices give, not the whole gain since then.
+
+``--train-steps N`` then trains N optimizer steps in this process (the config's training, into a
+temporary folder; ``--train-thread``: on a thread of its own) and times the ``default`` way again, as
+the demo's evaluate stage runs after 723 steps in the same process: it prints the training time and
+the ratio after/before. Measured 2026-12-03 (2 cores): after 300 steps on the main thread the A/B's
+decoding took 59.8 s instead of 46.4 s (1.29x, +31 % CPU): training leaves glibc's malloc arena of the
+thread fragmented; on a thread of its own the caller's ops kept their speed, but 40 steps took 58 s
+instead of 44 s (libgomp throttles its spin-wait while two OpenMP pools are alive on 2 cores).
 """
 
 from __future__ import annotations
@@ -39,6 +47,9 @@ def main() -> None:
     ap.add_argument("--run", type=Path, default=None, help="run directory (default: the config's)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--ways", default="apart-fp16,fp32,default", help="comma-separated ways to time")
+    ap.add_argument("--train-steps", type=int, default=0,
+                    help="then train this many steps in this process and time the default way again")
+    ap.add_argument("--train-thread", action="store_true", help="train on a thread of its own (--train-steps)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     from peft import PeftModel
@@ -70,7 +81,8 @@ def main() -> None:
                         adapter_names=names)
 
     results = {}
-    for way in args.ways.split(","):
+
+    def time_way(way: str) -> dict:
         t0, c0 = time.perf_counter(), time.process_time()
         answers: dict[tuple[str, str], list[str]] = {}
         if way == "apart-fp16":
@@ -99,12 +111,16 @@ def main() -> None:
         t2, c2 = time.perf_counter(), time.process_time()
         em = {key: sum(exact_match(a, ref, _reference_is_json(cfg, ref)) for a, ref in zip(got, refs[key[0]]))
               for key, got in answers.items()}
-        results[way] = {"gen": (t1 - t0, c1 - c0), "loss": (t2 - t1, c2 - c1), "all": (t2 - t0, c2 - c0),
-                        "answers": answers}
         shown = ", ".join(f"{name} {arm} {em[name, arm]}/{len(refs[name])}" for name, arm in answers)
         print(f"{way:10s} generation {t1 - t0:6.1f} s ({c1 - c0:6.1f} CPU-s), losses {t2 - t1:5.1f} s, total "
               f"{t2 - t0:6.1f} s; exact {shown}; loss base {losses[0]['loss']:.4f} tuned {losses[1]['loss']:.4f}",
               flush=True)
+        return {"gen": (t1 - t0, c1 - c0), "loss": (t2 - t1, c2 - c1), "all": (t2 - t0, c2 - c0), "answers": answers}
+
+    for way in args.ways.split(","):
+        results[way] = time_way(way)
+    if args.train_steps:
+        after_training(args, cfg, run, results.get("default") or time_way("default"), time_way)
 
     n = sum(len(r) for r in prompts.values())
     print(f"\n{n} inputs x 2 arms (split {len(sets['split'])}"
@@ -122,6 +138,36 @@ def main() -> None:
             print(f"{way:10s} vs apart-fp16: " + ", ".join(
                 f"{part} {old[part][0] / r[part][0]:4.2f}x wall ({old[part][1] / r[part][1]:4.2f}x per CPU-s)"
                 for part in ("gen", "loss", "all")))
+
+
+def after_training(args, cfg, run: Path, before: dict, time_way) -> None:
+    """Train ``args.train_steps`` steps in this process, time the default way again, print after/before."""
+    import tempfile
+    import threading
+
+    from lorapipe.config import load_config
+    from lorapipe.train import trainer
+
+    steps = args.train_steps
+    tcfg = load_config(args.config, {"train.max_steps": steps, "train.eval_steps": 10 ** 9})
+    with tempfile.TemporaryDirectory() as tmp:
+        t0 = time.perf_counter()
+
+        def work() -> None:
+            trainer.run(tcfg, run / "split" / "train.jsonl", None, Path(tmp), resume=False)
+
+        if args.train_thread:
+            thread = threading.Thread(target=work)
+            thread.start()
+            thread.join()
+        else:
+            work()
+        where = "a thread of its own" if args.train_thread else "the main thread"
+        print(f"\ntrained {steps} steps on {where} in {time.perf_counter() - t0:.1f} s", flush=True)
+    after = time_way("default")
+    print("default after training / before: " + ", ".join(
+        f"{part} {after[part][0] / before[part][0]:4.2f}x wall ({after[part][1] / before[part][1]:4.2f}x CPU-s)"
+        for part in ("gen", "loss", "all")))
 
 
 if __name__ == "__main__":
