@@ -120,7 +120,7 @@ def main() -> None:
     for way in args.ways.split(","):
         results[way] = time_way(way)
     if args.train_steps:
-        after_training(args, cfg, run, results.get("default") or time_way("default"), time_way)
+        after_training(args, run, results.get("default") or time_way("default"), time_way)
 
     n = sum(len(r) for r in prompts.values())
     print(f"\n{n} inputs x 2 arms (split {len(sets['split'])}"
@@ -140,7 +140,7 @@ def main() -> None:
                 for part in ("gen", "loss", "all")))
 
 
-def after_training(args, cfg, run: Path, before: dict, time_way) -> None:
+def after_training(args, run: Path, before: dict, time_way) -> None:
     """Train ``args.train_steps`` steps in this process, time the default way again, print after/before."""
     import tempfile
     import threading
