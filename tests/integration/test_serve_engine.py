@@ -115,15 +115,23 @@ def test_server_stop_lets_an_open_stream_finish(world):
     assert not srv.thread.is_alive()
 
 
-def last_logits(engine, model, prompt):
-    """The engine's next-token logits for ``prompt`` on ``model`` (one forward pass, on its thread)."""
-    lease = engine.acquire(model)
-    ids = torch.tensor([prompt])
+def rows_logits(engine, models, prompt):
+    """The engine's next-token logits for ``prompt``, one row per model in ``models``, in one forward pass
+    on its thread."""
+    leases = [engine.acquire(model) for model in models]
+    ids = torch.tensor([prompt] * len(leases))
     mask = torch.ones_like(ids)
     try:
-        return engine._call(lambda: engine._forward(ids, mask, mask.cumsum(-1) - 1, None, [lease.adapter]))[0][0]
+        return engine._call(lambda: engine._forward(ids, mask, mask.cumsum(-1) - 1, None,
+                                                    [lease.adapter for lease in leases]))[0]
     finally:
-        lease.release()
+        for lease in leases:
+            lease.release()
+
+
+def last_logits(engine, model, prompt):
+    """The engine's next-token logits for ``prompt`` on ``model`` (one forward pass, on its thread)."""
+    return rows_logits(engine, [model], prompt)[0]
 
 
 def peft_logits(world, adapter, prompt):
@@ -163,15 +171,7 @@ def test_a_pass_of_adapters_on_different_modules_gives_each_row_peft_logits(worl
     paths = {name: world.add_version(name, seed=20 + i, b_std=0.05, **kw) for i, (name, kw) in enumerate(kinds.items())}
     prompt = engine.encode_chat(QUESTION)
     engine.generate("ad0", prompt, [GREEDY])  # wraps the layers: the next adapters take the fast path
-    leases = [engine.acquire(name) for name in kinds]
-    ids = torch.tensor([prompt] * len(leases))
-    mask = torch.ones_like(ids)
-    try:
-        logits = engine._call(lambda: engine._forward(ids, mask, mask.cumsum(-1) - 1, None,
-                                                      [lease.adapter for lease in leases]))[0]
-    finally:
-        for lease in leases:
-            lease.release()
+    logits = rows_logits(engine, list(kinds), prompt)
     for row, (name, path) in enumerate(paths.items()):
         assert torch.allclose(logits[row], peft_logits(world, path, prompt), atol=1e-4), name
 
