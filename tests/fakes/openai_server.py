@@ -45,7 +45,8 @@ Streaming (``stream_mode``): ``"sse"`` (default) streams when asked, with a usag
 
 Log: ``srv.log`` is a snapshot list of :class:`LogEntry` (body, outcome, status, arrival and end
 times, the Authorization header, the answer), appended when a request *arrives* (outcome
-``"pending"`` until it ends), so a test can see what is in flight. ``srv.count(outcome)``,
+``"pending"`` until it ends), so a test can see what is in flight. An outcome is logged before the
+answer's last bytes go out, so a client that has read its answer finds it in the log. ``srv.count(outcome)``,
 ``srv.answered(content)`` and ``srv.max_in_flight`` summarise it.
 
 Auth: with ``api_key`` set, requests without ``Authorization: Bearer <api_key>`` get a 401.
@@ -189,8 +190,7 @@ class FakeOpenAI:
             return [replace(e) for e in self._log]
 
     def settle(self, timeout_s: float = 5.0) -> None:
-        """Wait until no request is pending: a client can read its answer before the server thread
-        that wrote it has recorded the outcome."""
+        """Wait until no request is pending (e.g. those whose clients gave up without an answer)."""
         deadline = time.monotonic() + timeout_s
         while any(e.outcome == "pending" for e in self.log) and time.monotonic() < deadline:
             time.sleep(0.01)
@@ -230,9 +230,12 @@ class FakeOpenAI:
             return e
 
     def _end(self, e: LogEntry, outcome: str, status: int | None, answer: str | None = None) -> None:
+        """Record how a request ended; a later call corrects it (the answer was recorded before its
+        last bytes went out, and then the client turned out to be gone)."""
         with self._lock:
+            if e.t_end is None:
+                self._in_flight -= 1
             e.outcome, e.status, e.answer, e.t_end = outcome, status, answer, time.monotonic()
-            self._in_flight -= 1
 
     def _choose_fault(self, body: dict[str, Any], n: int) -> str | None:
         if self.fault_fn is not None:
@@ -270,6 +273,8 @@ class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"  # keep-alive, like real endpoints
     disable_nagle_algorithm = True  # else headers and body, written apart, wait ~40 ms on delayed ACKs
     server: _Server
+    _entry: LogEntry | None = None  # the request being answered, until its outcome is logged
+    _outcome: tuple[str, int | None, str | None] = ("pending", None, None)
 
     def log_message(self, format: str, *args: Any) -> None:  # quiet: tests read srv.log instead
         pass
@@ -283,7 +288,15 @@ class _Handler(BaseHTTPRequestHandler):
         for k, v in (headers or {}).items():
             self.send_header(k, v)
         self.end_headers()
+        self._record()
         self.wfile.write(raw)
+
+    def _record(self) -> None:
+        """Log the outcome before the last bytes go out, so a client that has read its answer always
+        finds the request ended in ``srv.log`` (no race with this thread)."""
+        entry, self._entry = self._entry, None
+        if entry is not None:
+            self.server.fake._end(entry, *self._outcome)
 
     def _error(self, status: int, message: str, kind: str, headers: dict[str, str] | None = None) -> None:
         self._send(status, {"error": {"message": message, "type": kind, "code": status}}, headers)
@@ -302,33 +315,37 @@ class _Handler(BaseHTTPRequestHandler):
             body = json.loads(raw)
         except ValueError:
             body = None
-        entry = fake._begin(body, self.path, self.headers.get("Authorization"))
+        entry = self._entry = fake._begin(body, self.path, self.headers.get("Authorization"))
         try:
-            outcome, status, answer = self._serve(fake, body, entry.n)
+            self._serve(fake, body, entry.n)
         except (BrokenPipeError, ConnectionResetError):  # the client gave up (e.g. timed out)
-            outcome, status, answer = "client_gone", None, None
+            self._entry, self._outcome = entry, ("client_gone", None, None)  # corrects a recorded "ok"
         except _Dropped:
-            outcome, status, answer = "drop", None, None
+            self._outcome = ("drop", None, None)
             self.close_connection = True
             try:
                 self.connection.shutdown(socket.SHUT_RDWR)
             except OSError:
                 pass
-        fake._end(entry, outcome, status, answer)
+        self._record()  # when nothing was sent (a drop), or to correct it (the client was gone)
 
-    def _serve(self, fake: FakeOpenAI, body: dict[str, Any] | None, n: int) -> tuple[str, int | None, str | None]:
+    def _serve(self, fake: FakeOpenAI, body: dict[str, Any] | None, n: int) -> None:
         if self.path.rstrip("/") != "/v1/chat/completions":
+            self._outcome = ("bad_request", 404, None)
             self._error(404, f"no route POST {self.path}", "not_found")
-            return "bad_request", 404, None
+            return
         if fake.api_key is not None and self.headers.get("Authorization") != f"Bearer {fake.api_key}":
+            self._outcome = ("unauthorized", 401, None)
             self._error(401, "Incorrect API key provided", "invalid_request_error")
-            return "unauthorized", 401, None
+            return
         if not isinstance(body, dict) or not isinstance(body.get("messages"), list) or not body.get("model"):
+            self._outcome = ("bad_request", 400, None)
             self._error(400, "the body must be JSON with `model` and a `messages` list", "invalid_request_error")
-            return "bad_request", 400, None
+            return
         if body.get("stream") and fake.stream_mode == "reject":
+            self._outcome = ("bad_request", 400, None)
             self._error(400, "`stream` is not supported by this endpoint", "invalid_request_error")
-            return "bad_request", 400, None
+            return
         latency = fake.latency_s(body) if callable(fake.latency_s) else fake.latency_s
         fake._sleep(latency)
         fault = fake._choose_fault(body, n)
@@ -336,24 +353,29 @@ class _Handler(BaseHTTPRequestHandler):
             raise _Dropped()
         if fault == "429":
             headers = {} if fake.retry_after_s is None else {"Retry-After": f"{fake.retry_after_s:g}"}
+            self._outcome = ("429", 429, None)
             self._error(429, "Rate limit reached (injected)", "rate_limit_error", headers)
-            return "429", 429, None
+            return
         if fault in ("500", "503"):
+            self._outcome = (fault, int(fault), None)
             self._error(int(fault), f"injected {fault}", "server_error")
-            return fault, int(fault), None
+            return
         if fault == "malformed":
+            self._outcome = ("malformed", 200, None)
             self._send(200, b'{"id": "chatcmpl-broken", "choices": [{"mess', content_type="application/json")
-            return "malformed", 200, None
+            return
         if fault == "truncated":
+            self._outcome = ("truncated", 200, None)
             self._send(200, {"id": "chatcmpl-truncated", "object": "chat.completion"})
-            return "truncated", 200, None
+            return
         if fault == "timeout":
             fake._sleep(fake.timeout_sleep_s)
         try:
             out = fake._responder(body)
         except Exception as e:  # noqa: BLE001 - a responder bug must show, not hang the client
+            self._outcome = ("error", 500, None)
             self._error(500, f"responder raised {type(e).__name__}: {e}", "server_error")
-            return "error", 500, None
+            return
         out = out if isinstance(out, dict) else {"text": out}
         text = str(out["text"])
         usage = _usage(body, text)
@@ -361,6 +383,7 @@ class _Handler(BaseHTTPRequestHandler):
             if k in out:
                 usage[k] = int(out[k])
         finish = out.get("finish_reason", "stop")
+        self._outcome = ("timeout" if fault == "timeout" else "ok"), 200, text
         if body.get("stream") and fake.stream_mode == "sse":
             self._stream(body, text, finish, n, usage)
         else:
@@ -369,7 +392,6 @@ class _Handler(BaseHTTPRequestHandler):
                        for i in range(int(body.get("n") or 1))]
             self._send(200, {"id": f"chatcmpl-{n}", "object": "chat.completion", "created": int(time.time()),
                              "model": body["model"], "choices": choices, "usage": usage})
-        return ("timeout" if fault == "timeout" else "ok"), 200, text
 
     def _stream(self, body: dict[str, Any], text: str, finish: str, n: int, usage: dict[str, int]) -> None:
         """Server-sent events in HTTP/1.1 chunks, so the connection stays open for the next request."""
@@ -402,6 +424,7 @@ class _Handler(BaseHTTPRequestHandler):
         if (body.get("stream_options") or {}).get("include_usage"):
             event({**base, "choices": [], "usage": usage})
         event("[DONE]")
+        self._record()
         flush()
         self.wfile.write(b"0\r\n\r\n")
 

@@ -125,3 +125,15 @@ def test_bad_requests_get_400(body, status):
         r = httpx.post(f"{srv.base_url}/chat/completions", **kw)
         assert r.status_code == status and "`model` and a `messages` list" in r.text
         assert srv.log[0].outcome == "bad_request"
+
+
+def test_a_client_that_has_its_answer_finds_it_logged():
+    """The outcome is logged before the answer's last bytes go out: no settle() needed to read it
+    (CI once read "pending" here, when the server thread logged after writing)."""
+    with FakeOpenAI(fault_fn=lambda body, n: "500" if n % 3 == 2 else None) as srv, httpx.Client() as c:
+        for i in range(120):
+            body = {"model": "m", "messages": [{"role": "user", "content": f"q{i}"}], "stream": i % 4 == 1}
+            r = c.post(f"{srv.base_url}/chat/completions", json=body if i % 5 else {"messages": []})
+            r.read()
+            last = srv.log[-1]
+            assert (last.outcome, last.status) != ("pending", None) and last.status == r.status_code, (i, last)
