@@ -78,6 +78,7 @@ class Pipeline:
         self._clients: dict[str, LLM | None] = {"teacher": teacher, "judge": judge}
         self._base: tuple[Any, Any, Any] | None = None
         self._model_hashes: dict[str, str] = {}
+        self._planned: set[str] = set()  # the stages of the current run()
 
     # -- shared dependencies ----------------------------------------------------------------------
     def base(self) -> tuple[Any, Any, Any]:
@@ -156,6 +157,13 @@ class Pipeline:
 
     def message(self, stage: str | None, text: str) -> None:
         self.events.emit("message", stage, text=text)
+
+    def train_in_child(self) -> bool:
+        """Whether the train stage runs in a child process (:mod:`lorapipe.train.child`): by default
+        when this run goes on to evaluate, whose decoding is ~20 % slower in the process that trained;
+        the ``train_process`` option (True/False) decides otherwise."""
+        choice = self.options.get("train_process", "auto")
+        return "evaluate" in self._planned if choice == "auto" else bool(choice)
 
     def train_callback(self) -> Any:
         from lorapipe.train.events import EventsCallback
@@ -304,6 +312,7 @@ class Pipeline:
         if force is not None and force not in STAGES:
             raise ConfigError(f"--force: unknown stage `{force}`; stages are: {', '.join(STAGES)}")
         plan = self._plan(only, until, explicit)
+        self._planned = {s.name for s in plan}
         if any(s.name in ("probe", "train", "evaluate") for s in plan):
             from lorapipe.models import check_spec
 

@@ -16,6 +16,7 @@ from typing import Any, Protocol
 
 from lorapipe.config import PipelineConfig
 from lorapipe.errors import DataError
+from lorapipe.events import EventBus
 from lorapipe.llm.base import LLM
 from lorapipe.manifest import Manifest
 from lorapipe.pipeline.deps import Deps, checks_code, llm_deps
@@ -31,6 +32,7 @@ class Host(Protocol):
     run_dir: Path
     options: dict[str, Any]
     forced: bool
+    events: EventBus
 
     def base(self) -> tuple[Any, Any, Any]: ...
     def teacher(self) -> LLM: ...
@@ -43,6 +45,7 @@ class Host(Protocol):
     def progress(self, stage: str | None) -> Callable[[str, int | None], Callable[[int], None]]: ...
     def message(self, stage: str | None, text: str) -> None: ...
     def train_callback(self) -> Any: ...
+    def train_in_child(self) -> bool: ...
     def train_launched(self, train_file: Path, eval_file: Path | None, out: Path) -> Manifest: ...
     def evaluate(self, out: Path, files: Files) -> Manifest: ...
 
@@ -139,6 +142,10 @@ def build(p: Host) -> list[Stage]:
         if cfg.distributed.launcher == "accelerate" and not distributed.in_launched_process():
             return p.train_launched(train_file, eval_file, out)
         resume = False if p.forced else p.options.get("resume", "auto")
+        if p.train_in_child():
+            from lorapipe.train import child
+
+            return child.run(cfg, train_file, eval_file, out, resume=resume, bus=p.events)
         return trainer.run(cfg, train_file, eval_file, out, resume=resume,
                            callbacks=[p.train_callback()])
 

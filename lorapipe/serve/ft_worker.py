@@ -16,7 +16,6 @@ engine skips finished stages; the trainer resumes exactly); queued ones stay que
 
 from __future__ import annotations
 
-import ctypes
 import dataclasses
 import io
 import json
@@ -35,17 +34,11 @@ from lorapipe.serve import ft_runs
 from lorapipe.serve.adapters import AdapterNotFound, ResolvedAdapter
 from lorapipe.serve.ft_store import Store
 from lorapipe.serve.ft_validate import FileProblem, as_messages, check_file
+from lorapipe.train.child import die_with_parent
 
 log = logging.getLogger(__name__)
 PAUSE_TIMEOUT_S = 600.0  # a child that has not stopped at a checkpoint by then is killed (it resumes from the last)
 STOP_FILE_ENV = "LORAPIPE_STOP_FILE"  # lorapipe.train.events reads it (not imported: it would load transformers)
-
-
-def _die_with_parent() -> None:  # runs in the child before exec
-    try:
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except OSError:  # not Linux: a restarted server kills the stale child by its recorded pid instead
-        pass
 
 
 class FineTunedSource:
@@ -203,7 +196,7 @@ class FineTuning:
         with open(job_dir / "worker.log", "ab") as err, open(job_dir / "worker.out", "ab") as out:
             self._child = subprocess.Popen([sys.executable, "-m", "lorapipe", "--json", "train", ft_runs.CONFIG_FILE],
                                            cwd=job_dir, stdin=subprocess.DEVNULL, stdout=out, stderr=err, env=env,
-                                           start_new_session=True, preexec_fn=_die_with_parent)
+                                           start_new_session=True, preexec_fn=die_with_parent)
         self._child_job, self._child_started = jid, time.time()
         if job["status"] != "running":
             self.store.add_event(jid, "Fine-tuning job started")

@@ -17,6 +17,19 @@ def _events(run: Path) -> list[dict]:
     return read_events(run / "events.jsonl")
 
 
+def _children(pid: int) -> list[int]:
+    """The processes whose parent is ``pid`` (Linux /proc)."""
+    kids = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            kids.append(int(stat.parent.name))
+    return kids
+
+
 def test_kill_mid_train_leaves_a_valid_stream_and_the_resumed_run_appends(project: Path) -> None:  # noqa: F811
     cfg = project / "pipeline.yaml"
     text = cfg.read_text().replace("max_steps: 2", "max_steps: 60").replace("save_steps: 2", "save_steps: 5")
@@ -33,8 +46,14 @@ def test_kill_mid_train_leaves_a_valid_stream_and_the_resumed_run_appends(projec
                 break
             time.sleep(0.05)
         assert proc.poll() is None, f"the run ended before it could be killed: {proc.stderr.read()[-2000:]}"
+        trainers = _children(proc.pid)
+        assert trainers, "a run that goes on to evaluate trains in a child process"
         proc.send_signal(signal.SIGKILL)
         proc.wait(30)
+        gone = time.monotonic() + 30
+        while any(Path(f"/proc/{pid}").exists() for pid in trainers) and time.monotonic() < gone:
+            time.sleep(0.05)
+        assert not any(Path(f"/proc/{pid}").exists() for pid in trainers), "the training child outlived the run"
     finally:
         if proc.poll() is None:
             proc.kill()
