@@ -4,7 +4,12 @@ in-process, the child's errors raised as the same classes, and no child left beh
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import subprocess
+import sys
+import textwrap
+import warnings
 from pathlib import Path
 
 import pytest
@@ -73,3 +78,30 @@ def test_a_bug_in_the_child_keeps_its_traceback(project: Path) -> None:  # noqa:
         child.run(cfg, project / "train.jsonl", None, project / "out", resume=False, bus=EventBus())
     assert not isinstance(info.value, LorapipeError)
     assert "in the training process" in "".join(getattr(info.value, "__notes__", []))
+
+
+def test_the_child_keeps_the_parents_warning_filters(project: Path, capfd: pytest.CaptureFixture[str]) -> None:  # noqa: F811
+    """The CLI hides the libraries' FutureWarnings; a spawned interpreter would show them again."""
+    cfg = load_config(_own_rows(project, [ROW] * 4))
+    for hidden in (False, True):
+        with warnings.catch_warnings():
+            if hidden:
+                warnings.filterwarnings("ignore", category=FutureWarning)
+            child.run(cfg, project / "train.jsonl", None, project / f"out-{hidden}", resume=False, bus=EventBus())
+        assert ("FutureWarning" in capfd.readouterr().err) is not hidden
+
+
+def test_a_script_without_a_main_guard_runs_once(project: Path) -> None:  # noqa: F811
+    """``Pipeline(cfg).run()`` at the top level of a script: the child must not re-run the script (as
+    multiprocessing's spawn would)."""
+    script = project / "go.py"
+    script.write_text(textwrap.dedent(f"""\
+        from lorapipe.config import load_config
+        from lorapipe.pipeline import Pipeline
+        print("script body ran", flush=True)
+        print(Pipeline(load_config({str(project / "pipeline.yaml")!r}), train_process=True).run().ran)
+        """))
+    r = subprocess.run([sys.executable, str(script)], cwd=project, capture_output=True, text=True, timeout=600,
+                       env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])})
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert r.stdout.count("script body ran") == 1 and "'train', 'evaluate']" in r.stdout, r.stdout
