@@ -72,7 +72,7 @@ class Pipeline:
         self.cfg = cfg
         self.run_dir = cfg.run_dir
         self.events = events or EventBus()
-        self.options = options  # e.g. resume= for the train stage (see lorapipe train --resume)
+        self.options = options  # e.g. resume= for the train stage (see lorapipe train --resume), train_process=
         self.current: str | None = None  # the stage running now
         self.forced = False  # whether it runs from scratch (--force): e.g. training ignores checkpoints
         self._clients: dict[str, LLM | None] = {"teacher": teacher, "judge": judge}
