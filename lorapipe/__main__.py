@@ -2,5 +2,5 @@
 
 from lorapipe.cli import main
 
-if __name__ == "__main__":  # not when multiprocessing's spawn imports it as __mp_main__
+if __name__ == "__main__":  # not when imported (e.g. as multiprocessing's __mp_main__)
     main()

@@ -28,6 +28,7 @@ torn tail), and the next run appends to it.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import threading
 import time
@@ -36,7 +37,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-__all__ = ["EVENTS_FILE", "TYPES", "Event", "EventBus", "EventLog", "read_events"]
+__all__ = ["EVENTS_FILE", "TYPES", "Event", "EventBus", "EventLog", "WarningsToEvents", "read_events"]
 
 EVENTS_FILE = "events.jsonl"
 TYPES = ("run_started", "run_finished", "run_failed", "stage_started", "stage_skipped", "stage_finished",
@@ -101,6 +102,18 @@ class EventBus:
             return tick
 
         return factory
+
+
+class WarningsToEvents(logging.Handler):
+    """A logging handler: library warnings (``log.warning`` in lorapipe's modules) become ``warning``
+    events on ``bus``, of the stage ``stage()`` names (the one running now)."""
+
+    def __init__(self, bus: EventBus, stage: Callable[[], str | None]):
+        super().__init__(logging.WARNING)
+        self.bus, self.stage = bus, stage
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.bus.emit("warning", self.stage(), text=record.getMessage(), logger=record.name)
 
 
 class EventLog:

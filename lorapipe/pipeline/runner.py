@@ -26,7 +26,7 @@ from typing import Any
 
 from lorapipe.config import PipelineConfig
 from lorapipe.errors import ConfigError, LorapipeError
-from lorapipe.events import EVENTS_FILE, EventBus, EventLog
+from lorapipe.events import EVENTS_FILE, EventBus, EventLog, WarningsToEvents
 from lorapipe.llm.base import LLM
 from lorapipe.manifest import MANIFEST, Manifest, atomic_write_json, sha256_json
 from lorapipe.pipeline.deps import changed, fingerprint
@@ -51,17 +51,6 @@ class RunResult:
     def failed(self) -> dict[str, int]:
         """Requests that failed for good, per stage (listed in that stage's failed.jsonl; a rerun retries)."""
         return {s: int(m.metrics["failed"]) for s, m in self.manifests.items() if m.metrics.get("failed")}
-
-
-class _WarningsToEvents(logging.Handler):
-    """Library warnings during a run (``log.warning`` in lorapipe's modules) become ``warning`` events."""
-
-    def __init__(self, pipe: Pipeline):
-        super().__init__(logging.WARNING)
-        self.pipe = pipe
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.pipe.events.emit("warning", self.pipe.current, text=record.getMessage(), logger=record.name)
 
 
 class Pipeline:
@@ -322,7 +311,7 @@ class Pipeline:
         atomic_write_json(self.run_dir / "config.json", self.cfg.resolved())
         event_log = EventLog(self.run_dir / EVENTS_FILE)
         detach = event_log.attach(self.events)
-        handler = _WarningsToEvents(self)
+        handler = WarningsToEvents(self.events, lambda: self.current)
         logging.getLogger("lorapipe").addHandler(handler)
         t0 = time.perf_counter()
         try:

@@ -40,7 +40,6 @@ if TYPE_CHECKING:
     from lorapipe.events import EventBus
     from lorapipe.manifest import Manifest
 
-log = logging.getLogger(__name__)
 _OWN = ("seq", "ts", "run", "type", "stage")  # set again by the parent's bus
 
 
@@ -116,7 +115,7 @@ def main(argv: list[str]) -> None:
     warnings.filters[:] = job["filters"]
     if job["logs"] is not None:
         logging.basicConfig(level=job["logs"][0], format=job["logs"][1])
-    from lorapipe.events import EventBus
+    from lorapipe.events import EventBus, WarningsToEvents
     from lorapipe.train import trainer
     from lorapipe.train.events import EventsCallback
 
@@ -128,7 +127,7 @@ def main(argv: list[str]) -> None:
 
         bus = EventBus()
         bus.subscribe(lambda e: send(("event", (e["type"], {k: v for k, v in e.items() if k not in _OWN}))))
-        logging.getLogger("lorapipe").addHandler(_LogToEvents(bus, stage))  # warnings reach the parent's stream
+        logging.getLogger("lorapipe").addHandler(WarningsToEvents(bus, lambda: stage))  # to the parent too
         try:
             manifest = trainer.run(job["cfg"], job["train_file"], job["eval_file"], job["out"],
                                    resume=job["resume"], callbacks=[EventsCallback(bus, stage)])
@@ -139,17 +138,8 @@ def main(argv: list[str]) -> None:
             send(("error", _portable(e)))
 
 
-class _LogToEvents(logging.Handler):
-    def __init__(self, bus: EventBus, stage: str):
-        super().__init__(logging.WARNING)
-        self.bus, self.stage = bus, stage
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.bus.emit("warning", self.stage, text=record.getMessage(), logger=record.name)
-
-
 def _portable(e: BaseException) -> tuple[str, Any]:
-    """The exception itself when it survives pickling, else its type and message with the traceback."""
+    """The exception itself when it survives pickling, else its type and message."""
     try:
         blob = pickle.dumps(e)
         pickle.loads(blob)
