@@ -20,12 +20,14 @@ arm, and the speed ratios against ``apart-fp16``. The engine's internals (KV cac
 today's in every way, so the ratio is what the stage's choices give, not the whole gain since then.
 
 ``--train-steps N`` then trains N optimizer steps in this process (the config's training, into a
-temporary folder; ``--train-thread``: on a thread of its own) and times the ``default`` way again, as
-the demo's evaluate stage runs after 723 steps in the same process: it prints the training time and
+temporary folder; ``--train-in thread``: on a thread of its own, ``child``: in a child process, as
+``lorapipe run`` does when it goes on to evaluate) and times the ``default`` way again, as
+the demo's evaluate stage used to run after 723 steps in the same process: it prints the training time and
 the ratio after/before. Measured 2026-12-03 (2 cores): after 300 steps on the main thread the A/B's
 decoding took 59.8 s instead of 46.4 s (1.29x, +31 % CPU): training leaves glibc's malloc arena of the
 thread fragmented; on a thread of its own the caller's ops kept their speed, but 40 steps took 58 s
-instead of 44 s (libgomp throttles its spin-wait while two OpenMP pools are alive on 2 cores).
+instead of 44 s (libgomp throttles its spin-wait while two OpenMP pools are alive on 2 cores). Same hour, 60 steps:
+``--train-in main`` 1.30x, ``--train-in child`` 1.05x (what ``lorapipe run`` does since then).
 """
 
 from __future__ import annotations
@@ -49,7 +51,8 @@ def main() -> None:
     ap.add_argument("--ways", default="apart-fp16,fp32,default", help="comma-separated ways to time")
     ap.add_argument("--train-steps", type=int, default=0,
                     help="then train this many steps in this process and time the default way again")
-    ap.add_argument("--train-thread", action="store_true", help="train on a thread of its own (--train-steps)")
+    ap.add_argument("--train-in", choices=("main", "thread", "child"), default="main",
+                    help="where the --train-steps run: this thread, a thread of its own, or a child process")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     from peft import PeftModel
@@ -141,12 +144,13 @@ def main() -> None:
 
 
 def after_training(args, run: Path, before: dict, time_way) -> None:
-    """Train ``args.train_steps`` steps in this process, time the default way again, print after/before."""
+    """Train ``args.train_steps`` steps (``args.train_in``), time the default way again, print after/before."""
     import tempfile
     import threading
 
     from lorapipe.config import load_config
-    from lorapipe.train import trainer
+    from lorapipe.events import EventBus
+    from lorapipe.train import child, trainer
 
     steps = args.train_steps
     tcfg = load_config(args.config, {"train.max_steps": steps, "train.eval_steps": 10 ** 9})
@@ -154,16 +158,19 @@ def after_training(args, run: Path, before: dict, time_way) -> None:
         t0 = time.perf_counter()
 
         def work() -> None:
-            trainer.run(tcfg, run / "split" / "train.jsonl", None, Path(tmp), resume=False)
+            if args.train_in == "child":
+                child.run(tcfg, run / "split" / "train.jsonl", None, Path(tmp), resume=False, bus=EventBus())
+            else:
+                trainer.run(tcfg, run / "split" / "train.jsonl", None, Path(tmp), resume=False)
 
-        if args.train_thread:
+        if args.train_in == "thread":
             thread = threading.Thread(target=work)
             thread.start()
             thread.join()
         else:
             work()
-        where = "a thread of its own" if args.train_thread else "the main thread"
-        print(f"\ntrained {steps} steps on {where} in {time.perf_counter() - t0:.1f} s", flush=True)
+        where = {"main": "on the main thread", "thread": "on a thread of its own", "child": "in a child process"}
+        print(f"\ntrained {steps} steps {where[args.train_in]} in {time.perf_counter() - t0:.1f} s", flush=True)
     after = time_way("default")
     print("default after training / before: " + ", ".join(
         f"{part} {after[part][0] / before[part][0]:4.2f}x wall ({after[part][1] / before[part][1]:4.2f}x CPU-s)"

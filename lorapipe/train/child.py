@@ -73,8 +73,11 @@ def run(cfg: PipelineConfig, train_file: Path, eval_file: Path | None, out: Path
     result: tuple[str, Any] | None = None
     try:
         assert proc.stdin is not None
-        with proc.stdin:
-            proc.stdin.write(job)
+        try:
+            with proc.stdin:
+                proc.stdin.write(job)
+        except BrokenPipeError:  # it exited before reading: said below, with its exit code
+            pass
         with os.fdopen(receive, "rb") as messages:
             while result is None:
                 try:

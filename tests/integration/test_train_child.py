@@ -45,8 +45,8 @@ def test_a_child_trains_the_same_adapter_and_relays_the_same_events(project: Pat
     twin = tmp_path / "twin"
     shutil.copytree(project, twin)
     inline, inline_events = _train(project, train_process=False)
-    child, child_events = _train(twin, train_process=True)
-    a, b = load_file(inline / "adapter_model.safetensors"), load_file(child / "adapter_model.safetensors")
+    in_child, child_events = _train(twin, train_process=True)
+    a, b = load_file(inline / "adapter_model.safetensors"), load_file(in_child / "adapter_model.safetensors")
     assert a.keys() == b.keys() and all((a[k] == b[k]).all() for k in a), "the child trained another adapter"
     assert _comparable(child_events) == _comparable(inline_events)
     assert any(e["type"] == "train_metrics" for e in child_events)
