@@ -179,8 +179,9 @@ class _Linear:
 
     def __call__(self, x: torch.Tensor) -> list[torch.Tensor]:
         if self.mode == "bf16" and x.shape[0] >= _BF16_ROWS:
-            out = F.linear(x.to(torch.bfloat16), self.packed).float()
-        elif self.packed is not None and x.shape[0] < _PREFILL_ROWS:
+            # each part converted on its own: contiguous outputs, which LoRA's batched matmuls add into in place
+            return [part.float() for part in F.linear(x.to(torch.bfloat16), self.packed).split(self.splits, dim=1)]
+        if self.packed is not None and x.shape[0] < _PREFILL_ROWS:
             if self.mode in ("fp16", "bf16"):
                 out = torch.ops.quantized.linear_dynamic_fp16(x, self.small if self.mode == "bf16" else self.packed)
             else:  # activations take 7 bits (reduce_range), as PyTorch's dynamic quantization does on x86

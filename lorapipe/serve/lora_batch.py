@@ -3,8 +3,9 @@
 PEFT's mixed-batch path (``adapter_names``) loops over the adapters present in the batch in every
 LoRA layer and builds index lists in Python; with 8 adapters that costs more than the base model's
 own matmuls on a small model (see ``bench/serve_mixed.py --kernel peft``). Here, as in
-Punica/S-LoRA, each adapted layer keeps the loaded adapters' weights stacked — ``A[slot] (r x in)``
-and ``B[slot] * scaling (out x r)``.
+Punica/S-LoRA, each adapted layer keeps the loaded adapters' weights stacked, transposed for the
+matmuls that read them — ``A[slot]^T (in x r)`` and ``(B[slot] * scaling)^T (r x out)``, contiguous (a
+transposed view costs BLAS's small-matrix kernels a quarter more time at decode sizes).
 Rows are kept grouped by adapter (:mod:`lorapipe.decoding.batch` sorts the batch), so a step runs two
 small matmuls per adapter present and reads each adapter's weights once, with no per-row copies::
 
@@ -143,15 +144,15 @@ class StackedLoRA:
             if not hasattr(mod, "_lp_A"):
                 self._track(mod)
             r = part.a.shape[0]
-            if r > mod._lp_A.shape[1]:
+            if r > mod._lp_A.shape[2]:
                 self._widen(mod, r)
             with torch.no_grad():
-                if r < mod._lp_A.shape[1]:  # a smaller rank leaves zeros in the rest of the slot
+                if r < mod._lp_A.shape[2]:  # a smaller rank leaves zeros in the rest of the slot
                     mod._lp_A[slot].zero_()
                     mod._lp_B[slot].zero_()
-                mod._lp_A[slot, :r] = part.a
-                mod._lp_B[slot, :, :r] = part.b
-                mod._lp_B[slot, :, :r] *= part.scaling
+                mod._lp_A[slot, :, :r] = part.a.t()
+                mod._lp_B[slot, :r] = part.b.t()
+                mod._lp_B[slot, :r] *= part.scaling
         self.slots[internal] = slot
 
     def remove(self, internal: str) -> None:
@@ -189,14 +190,14 @@ class StackedLoRA:
             return None
         pair = ranges.get((lo, hi))
         if pair is None:
-            pair = ranges[lo, hi] = (module._lp_A[lo:hi].transpose(1, 2), module._lp_B[lo:hi].transpose(1, 2))
+            pair = ranges[lo, hi] = (module._lp_A[lo:hi], module._lp_B[lo:hi])
         return pair
 
     # ------------------------------------------------------------------ storage
     def _track(self, mod: Any) -> None:
         weight = mod.base_layer.weight
-        mod._lp_A = torch.zeros((self.capacity + 1, 1, mod.in_features), dtype=weight.dtype, device=weight.device)
-        mod._lp_B = torch.zeros((self.capacity + 1, mod.out_features, 1), dtype=weight.dtype, device=weight.device)
+        mod._lp_A = torch.zeros((self.capacity + 1, mod.in_features, 1), dtype=weight.dtype, device=weight.device)
+        mod._lp_B = torch.zeros((self.capacity + 1, 1, mod.out_features), dtype=weight.dtype, device=weight.device)
         mod.forward = types.MethodType(_fast_forward(self), mod)
         self._views(mod)
         self.layers.append(mod)
@@ -204,14 +205,14 @@ class StackedLoRA:
     @staticmethod
     def _views(mod: Any) -> None:
         """Per-slot ``(A^T, (B*s)^T)`` views, built once per allocation: the forward pass only indexes a list."""
-        mod._lp_views = [(mod._lp_A[s].t(), mod._lp_B[s].t()) for s in range(mod._lp_A.shape[0])]
+        mod._lp_views = [(mod._lp_A[s], mod._lp_B[s]) for s in range(mod._lp_A.shape[0])]
         mod._lp_ranges = {}  # (lo, hi) -> the stacks' views over those slots (see stacks)
 
     def _widen(self, mod: Any, r: int) -> None:
-        a = mod._lp_A.new_zeros((mod._lp_A.shape[0], r, mod._lp_A.shape[2]))
-        b = mod._lp_B.new_zeros((mod._lp_B.shape[0], mod._lp_B.shape[1], r))
-        a[:, : mod._lp_A.shape[1]] = mod._lp_A
-        b[:, :, : mod._lp_B.shape[2]] = mod._lp_B
+        a = mod._lp_A.new_zeros((mod._lp_A.shape[0], mod._lp_A.shape[1], r))
+        b = mod._lp_B.new_zeros((mod._lp_B.shape[0], r, mod._lp_B.shape[2]))
+        a[:, :, : mod._lp_A.shape[2]] = mod._lp_A
+        b[:, : mod._lp_B.shape[1]] = mod._lp_B
         mod._lp_A, mod._lp_B = a, b
         self._views(mod)
 
