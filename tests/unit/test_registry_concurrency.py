@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 import subprocess
@@ -83,8 +84,17 @@ def test_kill_9_mid_push_leaves_no_version(tmp_path: Path) -> None:
                             env={**os.environ, UPLOAD_DELAY_ENV: "0.5"},
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
-        # kill while a blob is half written (its temp file exists) and at least one blob is complete
-        _wait_for(lambda: any(p.name.endswith(".tmp") for p in (url / "blobs").rglob("*"))
+        # kill while a blob is half written and at least one blob is complete. The weights' temp file
+        # holding 1-2 of its 3 chunks has at least one 0.5 s chunk delay left before its rename, so the
+        # kill lands inside the write (a small blob's temp file may be renamed between look and kill)
+        def weights_mid_write() -> bool:
+            sizes = []
+            for tmp in (url / "blobs").rglob("*.tmp"):
+                with contextlib.suppress(FileNotFoundError):
+                    sizes.append(tmp.stat().st_size)
+            return any(1 << 20 <= size <= 2 << 20 for size in sizes)
+
+        _wait_for(lambda: weights_mid_write()
                   and sum(1 for p in (url / "blobs").rglob("*") if p.is_file() and not p.name.startswith(".")) > 4)
         proc.kill()
     finally:
