@@ -15,7 +15,13 @@ on every projection, then generates the same request stream (prompts and lengths
   swapping one request at a time: `model.set_adapter(name)` then `model.generate` — what a server
            without mixed batches must do when consecutive requests want different adapters.
 
-Prints tokens/s for each (wall clock and per CPU-second of this process) and, last, the two ratios
+and, on the fast decode path, a fourth arm that bounds the first from above:
+
+  reads    the mixed engine with each LoRA layer's maths replaced by reading the weights it must
+           read (``sum`` over the adapters' A^T and (B*s)^T stacks the pass uses): exact fp32 LoRA
+           cannot beat this, so reads/merged is the ceiling of mixed/merged on this machine.
+
+Prints tokens/s for each (wall clock and per CPU-second of this process) and, last, the ratios
 with their targets: mixed/merged >= 0.8 and mixed/swapping >= 3. The mixed and merged runs are
 interleaved, --repeats times each (default 5), and the median and the fastest run are both printed,
 so a busy moment on a shared machine does not decide the ratio; the per-CPU-second ratio moves
@@ -26,6 +32,7 @@ for cores are ~20x slower). The engines decode on the fast path (inference.weigh
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 import tempfile
 import time
@@ -80,6 +87,34 @@ def run_swapping(model, tok, jobs: list[tuple[str, list[int]]], max_tokens: int)
                                  do_sample=False, pad_token_id=tok.pad_token_id)
             tokens += out.shape[1] - len(prompt)
     return time.perf_counter() - t0, tokens, time.process_time() - c0
+
+
+def read_only_lora(x, outs, modules, names, layer, lora, segments, tokens, grouped=None) -> None:
+    """What the reads arm puts in place of ``lorapipe.decoding.llama._add_lora``: read the LoRA weights the
+    pass needs (as the real kernel does: one slot range per projection for many runs, else each run's
+    adapter), add nothing."""
+    for module, name in zip(modules, names):
+        if grouped is not None:
+            pairs = [lora.stacks(module, layer, name, grouped.lo, grouped.hi)]
+        else:
+            views = lora.views(module, layer, name)
+            pairs = [] if views is None else [views[key] for key, _, _ in segments]
+        for pair in pairs:
+            if pair is not None:
+                pair[0].sum()
+                pair[1].sum()
+
+
+@contextlib.contextmanager
+def lora_reads_only():
+    import lorapipe.decoding.llama as fast
+
+    real = fast._add_lora
+    fast._add_lora = read_only_lora
+    try:
+        yield
+    finally:
+        fast._add_lora = real
 
 
 def summary(runs: list[tuple[float, int, float]]) -> tuple[float, float, float]:
@@ -139,10 +174,14 @@ def main() -> None:
 
         run_engine(engine, mixed_jobs[: args.batch], 4)  # warm-up: loads every adapter, first allocations
         run_engine(m_engine, merged_jobs[: args.batch], 4)
-        mixed_runs, merged_runs = [], []
-        for _ in range(args.repeats):  # interleaved, so a busy moment on the machine hits both arms
+        floor = engine.fast_path  # the reads arm patches the fast path's LoRA step
+        mixed_runs, merged_runs, reads_runs = [], [], []
+        for _ in range(args.repeats):  # interleaved, so a busy moment on the machine hits every arm
             mixed_runs.append(run_engine(engine, mixed_jobs, args.max_tokens))
             merged_runs.append(run_engine(m_engine, merged_jobs, args.max_tokens))
+            if floor:
+                with lora_reads_only():
+                    reads_runs.append(run_engine(engine, mixed_jobs, args.max_tokens))
         engine.shutdown()
         m_engine.shutdown()
 
@@ -168,9 +207,17 @@ def main() -> None:
     print(f"{'':9s}{'median tok/s':>13s} {'best tok/s':>11s} {'tok/CPU-s':>10s}")
     print(f"mixed    {mixed[0]:13.1f} {mixed[1]:11.1f} {mixed[2]:10.1f}")
     print(f"merged   {merged[0]:13.1f} {merged[1]:11.1f} {merged[2]:10.1f}")
+    if reads_runs:
+        reads = summary(reads_runs)
+        print(f"reads    {reads[0]:13.1f} {reads[1]:11.1f} {reads[2]:10.1f}  (mixed, LoRA weights read, no LoRA maths)")
     print(f"swapping {swapping:13.1f} {'':11s} {swapping_cpu:10.1f}  ({n_swap_req} requests, once)")
     print(f"mixed / merged   = {mixed[0] / merged[0]:.2f}x median, {mixed[1] / merged[1]:.2f}x best, "
           f"{mixed[2] / merged[2]:.2f}x per CPU-second  (target >= 0.8)")
+    if reads_runs:
+        print(f"reads / merged   = {reads[0] / merged[0]:.2f}x median, {reads[1] / merged[1]:.2f}x best, "
+              f"{reads[2] / merged[2]:.2f}x per CPU-second  (the ceiling of mixed / merged with exact fp32 LoRA here)")
+        print(f"mixed / reads    = {mixed[0] / reads[0]:.2f}x median  (how close the LoRA kernel is to reading its "
+              "weights)")
     print(f"mixed / swapping = {mixed[0] / swapping:.2f}x median, {mixed[2] / swapping_cpu:.2f}x per CPU-second  "
           "(target >= 3)")
 

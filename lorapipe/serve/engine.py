@@ -151,6 +151,11 @@ class Engine:
         self._scheduler.shutdown(timeout)
 
     @property
+    def fast_path(self) -> bool:
+        """Whether passes take lorapipe's lean decode path (:mod:`lorapipe.decoding.llama`), not transformers'."""
+        return self._fast is not None
+
+    @property
     def running(self) -> bool:
         return self._scheduler.running
 
